@@ -1,0 +1,340 @@
+//! The validated runtime configuration: the only configuration the proxy reads while it
+//! runs. Built from the TOML file model by [`crate::config::load`] / [`crate::config::parse`];
+//! every value here has already been checked, defaults applied and secrets resolved.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::matcher::RuleSet;
+use crate::secret::Secret;
+
+/// Default proxy listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default limit of a request header block, in bytes (larger → 431).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default upstream connect timeout (→ 502 when exceeded).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default upstream read timeout (→ 504 when exceeded).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default upstream write timeout.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long idle upstream keep-alive connections are kept.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from (for messages only).
+    pub source: PathBuf,
+    /// `[listen]`.
+    pub listen: Listen,
+    /// `[upstream]`.
+    pub upstream: Upstream,
+    /// `[admin]`; `None` when the section is absent (no admin listener).
+    pub admin: Option<Admin>,
+    /// `[nextjs]`.
+    pub nextjs: NextJs,
+    /// `[[route]]` in file order; index `i` here is rule `i` of [`Config::rules`].
+    pub routes: Vec<Route>,
+    /// The compiled matchers of `routes`, same order.
+    pub rules: RuleSet,
+    /// `[session]`; `None` when absent (routes then do no session work).
+    pub session: Option<Session>,
+    /// `[logout]` (defaults when absent).
+    pub logout: Logout,
+    /// `[csrf]` (defaults when absent).
+    pub csrf: Csrf,
+    /// Warnings found while validating (rules that can never match, …), for `rotagate check`.
+    pub warnings: Vec<String>,
+}
+
+/// `[listen]`: the proxy's own listener.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to bind (`address`, default [`DEFAULT_LISTEN`]).
+    pub address: SocketAddr,
+    /// `public_origin`, e.g. `https://app.example.com` (no path); used for redirects,
+    /// `Secure` cookie decisions and same-origin checks. `None` when not configured.
+    pub public_origin: Option<Origin>,
+    /// `trusted_proxies`: peers whose `X-Forwarded-*` headers are honoured.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `max_header_bytes` (default [`DEFAULT_MAX_HEADER_BYTES`]).
+    pub max_header_bytes: usize,
+    /// `h2c` (default true): accept HTTP/2 with prior knowledge over cleartext.
+    pub h2c: bool,
+}
+
+/// A scheme://host[:port] origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-cased host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Explicit port, `None` when it is the scheme's default.
+    pub port: Option<u16>,
+}
+
+impl Origin {
+    /// The serialised origin as browsers send it in `Origin` (`https://app.example.com`).
+    pub fn serialize(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        match self.port {
+            Some(p) => format!("{}://{}:{}", self.scheme, host, p),
+            None => format!("{}://{}", self.scheme, host),
+        }
+    }
+}
+
+/// `[upstream]`: the one app behind the proxy.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `url` as written (e.g. `http://127.0.0.1:3000`), for messages.
+    pub url: String,
+    /// `host:port` to connect to (resolved by the proxy per connection).
+    pub authority: String,
+    /// Connect with TLS (`https://`). Not supported in this build: validation rejects it.
+    pub tls: bool,
+    /// `connect_timeout` (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// `read_timeout` (default [`DEFAULT_READ_TIMEOUT`]).
+    pub read_timeout: Duration,
+    /// `write_timeout` (default [`DEFAULT_WRITE_TIMEOUT`]).
+    pub write_timeout: Duration,
+    /// `idle_timeout` for pooled keep-alive connections (default [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+}
+
+/// `[admin]`: health, readiness and metrics listener.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// `address` to bind, e.g. `127.0.0.1:9091`.
+    pub address: SocketAddr,
+}
+
+/// `[nextjs]`: facts about the Next.js app behind the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct NextJs {
+    /// `base_path` ("" or "/docs": starts with `/`, no trailing `/`).
+    pub base_path: String,
+    /// `locales` (i18n), empty when the app has none.
+    pub locales: Vec<String>,
+    /// `server_reference_manifest` path, if configured.
+    pub server_reference_manifest: Option<PathBuf>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `name` (default `route[<index>]`).
+    pub name: String,
+    /// `bypass = true`: no session work at all.
+    pub bypass: bool,
+    /// `on_401` (default [`UpstreamStatusAction::Logout`] on session routes).
+    pub on_401: UpstreamStatusAction,
+    /// `on_403` (default [`UpstreamStatusAction::Pass`]).
+    pub on_403: UpstreamStatusAction,
+    /// `require = { session = …, claims = … }`, if any.
+    pub require: Option<Require>,
+    /// `on_deny`: what a request that fails `require.claims` gets (default 403).
+    pub on_deny: OnDeny,
+}
+
+impl Route {
+    /// True when the route does session work (everything but `bypass = true`).
+    pub fn handles_sessions(&self) -> bool {
+        !self.bypass
+    }
+}
+
+/// What to do with an upstream 401/403 on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamStatusAction {
+    /// Rewrite into the logout answer.
+    Logout,
+    /// Forward untouched.
+    Pass,
+}
+
+/// `require` of a route.
+#[derive(Debug, Clone, Default)]
+pub struct Require {
+    /// `session = true`: a valid session is needed.
+    pub session: bool,
+    /// `claims = { … }`: each predicate must hold (implies `session`).
+    pub claims: Vec<ClaimPredicate>,
+}
+
+/// One claim predicate: a dotted path into the claims and a test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimPredicate {
+    /// The claim path split at dots (`"org.tier"` → `["org", "tier"]`).
+    pub path: Vec<String>,
+    /// The test applied to the value found there.
+    pub test: ClaimTest,
+}
+
+/// The tests a claim predicate can make.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimTest {
+    /// The claim equals this JSON value (`has_access = true`).
+    Equals(serde_json::Value),
+    /// The claim equals one of these (`{ one_of = [...] }`).
+    OneOf(Vec<serde_json::Value>),
+    /// The claim is an array containing this (`{ contains = "admin" }`).
+    Contains(serde_json::Value),
+    /// The claim is present (`{ present = true }`) or absent (`{ present = false }`).
+    Present(bool),
+}
+
+/// `on_deny` of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnDeny {
+    /// Answer with this status (`{ status = 403 }`).
+    Status(u16),
+    /// Redirect to this same-origin path (`{ redirect = "/pricing" }`).
+    Redirect(String),
+}
+
+/// `[session]`: all session timing, and the mode.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `rotate_every` (default 5m).
+    pub rotate_every: Duration,
+    /// `absolute_timeout` (default per format: jwt 12h, authjs 30d).
+    pub absolute_timeout: Duration,
+    /// `idle_timeout` (default off for reissue formats).
+    pub idle_timeout: Option<Duration>,
+    /// `leeway` for `exp`/`nbf` checks (default 15s for authjs, 30s for jwt... see docs).
+    pub leeway: Duration,
+    /// The mode and its settings.
+    pub mode: SessionMode,
+}
+
+/// `[session] mode`.
+#[derive(Debug, Clone)]
+pub enum SessionMode {
+    /// `mode = "reissue"` with `[session.reissue]`.
+    Reissue(Reissue),
+}
+
+/// `[session.reissue]`: the app's own token, re-minted.
+#[derive(Debug, Clone)]
+pub struct Reissue {
+    /// `cookie` name (default per format: jwt `session`, authjs `authjs.session-token`,
+    /// authjs-v4 `next-auth.session-token`).
+    pub cookie: String,
+    /// `format`.
+    pub format: TokenFormat,
+    /// Cookie attributes for re-issued cookies.
+    pub attributes: CookieAttributes,
+    /// `chunk_size` (default 3936; 3933 for authjs-v4).
+    pub chunk_size: usize,
+    /// `[[session.reissue.keys]]` (format = "jwt"): first signs, all verify.
+    pub keys: Vec<KeySpec>,
+    /// `secrets = [...]` (authjs formats): first encrypts, all decrypt.
+    pub secrets: Vec<Secret>,
+}
+
+/// `format` of re-issued tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// JWS compact.
+    Jwt,
+    /// Auth.js v5 JWE.
+    Authjs,
+    /// next-auth v4 JWE.
+    AuthjsV4,
+}
+
+/// Attributes written on re-issued session cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieAttributes {
+    /// `path` (default `/`).
+    pub path: String,
+    /// `domain` (default none: host-only).
+    pub domain: Option<String>,
+    /// `secure` (default: true when the cookie name starts `__Secure-`/`__Host-` or the
+    /// public origin is https).
+    pub secure: bool,
+    /// `http_only` (default true).
+    pub http_only: bool,
+    /// `same_site` (default Lax).
+    pub same_site: SameSite,
+}
+
+/// `SameSite` attribute values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=None` (needs `Secure`).
+    None,
+}
+
+/// One `[[session.reissue.keys]]` entry, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// `kid`, if given.
+    pub kid: Option<String>,
+    /// `alg`, pinned: HS256, HS384, HS512, RS256, PS256, ES256, EdDSA.
+    pub alg: String,
+    /// `secret` (HS*), resolved from its `env:`/`file:` reference.
+    pub secret: Option<Secret>,
+    /// `private_key` PEM contents (asymmetric algs; signs and verifies).
+    pub private_key_pem: Option<Secret>,
+    /// `public_key` PEM contents (asymmetric algs; verifies only).
+    pub public_key_pem: Option<Vec<u8>>,
+    /// Where this key was configured, e.g. `session.reissue.keys[1]`, for messages.
+    pub origin: String,
+}
+
+/// `[logout]`.
+#[derive(Debug, Clone)]
+pub struct Logout {
+    /// `login_url` (default `/login`).
+    pub login_url: String,
+    /// `return_to_param` (default `callbackUrl`).
+    pub return_to_param: String,
+    /// `endpoint` (default `/.rotagate/logout`).
+    pub endpoint: String,
+    /// `allow_get` (default false): the endpoint also answers GET.
+    pub allow_get: bool,
+    /// `after_logout` (default `/`).
+    pub after_logout: String,
+    /// `clear_cookies`: extra cookies to delete on logout.
+    pub clear_cookies: Vec<ClearCookie>,
+    /// `clear_site_data` (default false): add `Clear-Site-Data: "cookies"`.
+    pub clear_site_data: bool,
+    /// `loop_max` (default 3) redirects to login within `loop_window` (default 30s)
+    /// before the loop breaker answers with an error page.
+    pub loop_max: u32,
+    /// `loop_window` (default 30s).
+    pub loop_window: Duration,
+}
+
+/// One `clear_cookies` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClearCookie {
+    /// Cookie name.
+    pub name: String,
+    /// `domain`, if the cookie was set with one.
+    pub domain: Option<String>,
+    /// `path` (default `/`).
+    pub path: String,
+}
+
+/// `[csrf]`.
+#[derive(Debug, Clone, Default)]
+pub struct Csrf {
+    /// `allowed_origins`: extra origins accepted in `Origin`.
+    pub allowed_origins: Vec<Origin>,
+    /// `require_origin` (default false): refuse unsafe requests with neither
+    /// `Sec-Fetch-Site` nor `Origin`.
+    pub require_origin: bool,
+}

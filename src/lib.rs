@@ -6,3 +6,9 @@ pub mod clock;
 pub mod config;
 pub mod matcher;
 pub mod secret;
+// pub mod admin; // enabled once config::load lands
+pub mod hygiene;
+pub mod metrics;
+// pub mod proxy; // enabled once config::load lands
+// pub mod server; // enabled once config::load lands
+// pub mod state; // enabled once config::load lands

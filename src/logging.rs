@@ -1,0 +1,24 @@
+//! Log setup: `tracing` with a JSON or pretty formatter. `RUST_LOG` filters as usual
+//! (default `info`). Nothing in rotagate logs a cookie, token or secret value.
+
+use tracing_subscriber::EnvFilter;
+
+/// Log output format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Installs the global subscriber (once per process; later calls are ignored).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}

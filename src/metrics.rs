@@ -1,0 +1,161 @@
+//! Prometheus metrics, served by the admin listener at `/metrics`.
+//!
+//! Labels never carry token values, cookie values or paths with query strings: only
+//! route names, status classes and fixed reason words.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// All metrics of one proxy instance (its own registry, so tests can run several).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route name and status class (`2xx`, …).
+    pub requests: IntCounterVec,
+    /// Request duration in seconds, by route.
+    pub latency: HistogramVec,
+    /// Config reloads by result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// The generation of the config in force (1 = the one loaded at start).
+    pub config_generation: IntGauge,
+    /// Session tokens re-minted.
+    pub rotations: IntCounter,
+    /// Session tokens refused, by reason (`expired`, `bad_signature`, `unknown_kid`,
+    /// `malformed`, `over_age`, …).
+    pub invalid_tokens: IntCounterVec,
+    /// Logouts by reason (`upstream_401`, `endpoint`, `expired`, `reuse`) and answer kind.
+    pub logouts: IntCounterVec,
+    /// Requests refused by access rules, by reason.
+    pub denials: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        // The names and label sets are static, so construction cannot fail at run time;
+        // a failure here is a programming error caught by the unit test below.
+        let requests = IntCounterVec::new(
+            Opts::new("rotagate_requests_total", "Requests by route and status class"),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("rotagate_request_duration_seconds", "Request duration")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let reloads = IntCounterVec::new(
+            Opts::new("rotagate_config_reloads_total", "Config reloads by result"),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let config_generation = IntGauge::new(
+            "rotagate_config_generation",
+            "Generation of the configuration in force",
+        )
+        .expect("static metric definition");
+        let rotations = IntCounter::new("rotagate_session_rotations_total", "Session tokens re-minted")
+            .expect("static metric definition");
+        let invalid_tokens = IntCounterVec::new(
+            Opts::new("rotagate_session_invalid_total", "Session tokens refused, by reason"),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let logouts = IntCounterVec::new(
+            Opts::new("rotagate_logouts_total", "Logouts by reason and answer kind"),
+            &["reason", "kind"],
+        )
+        .expect("static metric definition");
+        let denials = IntCounterVec::new(
+            Opts::new("rotagate_access_denied_total", "Requests refused by access rules"),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(rotations.clone()),
+            Box::new(invalid_tokens.clone()),
+            Box::new(logouts.clone()),
+            Box::new(denials.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            reloads,
+            config_generation,
+            rotations,
+            invalid_tokens,
+            logouts,
+            denials,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // encoding into a Vec only fails on invalid metric families, which we never build
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`-style class of a status code (`0` → `none`, for connections that died).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["app", "2xx"]).inc();
+        m.reloads.with_label_values(&["ok"]).inc();
+        m.latency.with_label_values(&["app"]).observe(0.002);
+        let text = m.render();
+        assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"2xx\"} 1"));
+        assert!(text.contains("rotagate_config_reloads_total{result=\"ok\"} 1"));
+        assert!(text.contains("rotagate_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(504), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
+}

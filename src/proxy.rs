@@ -1,0 +1,281 @@
+//! The pingora `ProxyHttp` implementation: glue only. Every decision is made by the
+//! pure functions in [`crate::hygiene`], [`crate::matcher`] and the session modules;
+//! this file moves data between pingora and them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, COOKIE};
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::hygiene;
+use crate::matcher::{path, RequestParts};
+use crate::state::{Runtime, Shared};
+
+/// The proxy: holds the shared state; one instance serves every connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy { shared }
+    }
+}
+
+/// Per-request state carried between the hooks.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The configuration this request runs on (taken once, at its start).
+    rt: Arc<Runtime>,
+    started: Instant,
+    /// Index of the matched route, if any.
+    route: Option<usize>,
+    /// Path for the access log (normalised, without the query).
+    log_path: String,
+    /// `Set-Cookie` values to append to the response.
+    set_cookies: Vec<String>,
+}
+
+impl Ctx {
+    fn route_name(&self) -> &str {
+        match self.route {
+            Some(i) => self.rt.config.routes.get(i).map_or("-", |r| r.name.as_str()),
+            None => "-",
+        }
+    }
+}
+
+/// Writes a complete small response from `request_filter`. The explicit
+/// `Content-Length` keeps the connection reusable (pingora's `respond_error*` forces
+/// `Connection: close`, wrong for redirects and ordinary refusals).
+pub(crate) async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    for (name, value) in headers {
+        resp.append_header(name.to_string(), value.as_str())?;
+    }
+    resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only || body.is_empty()).await?;
+    if !head_only && !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+async fn respond_text(session: &mut Session, status: u16, text: &str) -> Result<()> {
+    respond(
+        session,
+        status,
+        &[("content-type", "text/plain; charset=utf-8".to_string()), ("cache-control", "no-store".to_string())],
+        Bytes::from(format!("{text}\n")),
+    )
+    .await
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            rt: self.shared.current(),
+            started: Instant::now(),
+            route: None,
+            log_path: String::new(),
+            set_cookies: Vec::new(),
+        }
+    }
+
+    /// Hygiene, normalisation and route matching. Answers directly (and returns
+    /// `Ok(true)`) for requests that must not reach the upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let limit = ctx.rt.config.listen.max_header_bytes;
+        if hygiene::header_block_size(req.method.as_str(), req.raw_path().len(), &req.headers) > limit {
+            ctx.log_path = "-".to_string();
+            respond_text(session, 431, "request header fields too large").await?;
+            return Ok(true);
+        }
+        let raw_path = req.uri.path().to_string();
+        let normalised = match path::normalise(&raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.log_path = "-".to_string();
+                respond_text(session, 400, &format!("bad request: {e}")).await?;
+                return Ok(true);
+            }
+        };
+        if normalised != raw_path {
+            let pq = match req.uri.query() {
+                Some(q) => format!("{normalised}?{q}"),
+                None => normalised.clone(),
+            };
+            match http::Uri::builder().path_and_query(pq).build() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    respond_text(session, 400, "bad request: invalid path").await?;
+                    return Ok(true);
+                }
+            }
+        }
+        ctx.log_path = normalised;
+
+        let req = session.req_header();
+        let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
+        let parts = RequestParts {
+            method: req.method.as_str(),
+            host: host.as_deref(),
+            path: &ctx.log_path,
+            query: req.uri.query(),
+            headers: &req.headers,
+        };
+        ctx.route = ctx.rt.config.rules.first_match(&parts);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(ctx.rt.peer.clone()))
+    }
+
+    /// Rewrites the request for the upstream: strips spoofable and hop-by-hop headers,
+    /// sets `X-Forwarded-*`, merges `Cookie` fields.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in hygiene::spoofable_names(&up.headers) {
+            up.remove_header(&name);
+        }
+        let upgrade = session.is_upgrade_req();
+        for name in hygiene::hop_by_hop_names(&up.headers, upgrade) {
+            up.remove_header(&name);
+        }
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let host = hygiene::request_host(up.uri.authority().map(|a| a.as_str()), &up.headers)
+            .map(|_| {
+                // keep the port in X-Forwarded-Host: it is the authority the client used
+                up.headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| up.uri.authority().map(|a| a.to_string()))
+                    .unwrap_or_default()
+            });
+        let fwd = hygiene::forwarded(
+            &up.headers,
+            peer_ip,
+            &ctx.rt.config.listen.trusted_proxies,
+            "http",
+            host.as_deref(),
+        );
+        up.insert_header("x-forwarded-for", fwd.for_)?;
+        up.insert_header("x-forwarded-proto", fwd.proto)?;
+        match fwd.host {
+            Some(h) => up.insert_header("x-forwarded-host", h)?,
+            None => {
+                up.remove_header("x-forwarded-host");
+            }
+        }
+        if hygiene::cookie_field_count(&up.headers) > 1 {
+            match hygiene::merged_cookie(&up.headers) {
+                Some(merged) => up.insert_header(COOKIE, merged)?,
+                None => {
+                    up.remove_header(&COOKIE);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Final response headers: drop hop-by-hop headers and append rotated cookies.
+    /// 1xx responses (including 101 for WebSocket) pass untouched.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        for name in hygiene::hop_by_hop_names(&resp.headers, false) {
+            if name != http::header::CONNECTION && name != http::header::UPGRADE {
+                resp.remove_header(&name);
+            }
+        }
+        for value in ctx.set_cookies.drain(..) {
+            // append, never insert: insert would wipe the app's own Set-Cookie headers
+            resp.append_header(http::header::SET_COOKIE, value)?;
+        }
+        Ok(())
+    }
+
+    /// Maps upstream failures to the answers operators expect: connect problems → 502,
+    /// read timeouts → 504. Nothing rotagate causes itself becomes a logout.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+            ErrorType::ConnectTimedout => 502,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let text = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_ascii_lowercase();
+            if let Err(err) = respond_text(session, code, &text).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// Metrics and the access line. Logs the path without its query and never a
+    /// header value.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route_name().to_string();
+        let m = &self.shared.metrics;
+        m.requests.with_label_values(&[&route, crate::metrics::status_class(status)]).inc();
+        m.latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+        let req = session.req_header();
+        tracing::info!(
+            target: "rotagate::access",
+            method = %req.method,
+            path = %ctx.log_path,
+            route = %route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}
+

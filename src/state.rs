@@ -1,0 +1,167 @@
+//! The state shared by the proxy and the admin listener: the configuration in force
+//! (swapped atomically on reload), metrics and the clock.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+
+/// One generation of configuration, with everything derived from it ready for requests.
+/// A request takes an `Arc` of the current one when it starts and keeps it to the end,
+/// so in-flight requests finish on the rules they started with.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The validated configuration.
+    pub config: Config,
+    /// 1 for the configuration loaded at start, +1 per successful reload.
+    pub generation: u64,
+    /// The upstream peer, resolved and with its timeouts set.
+    pub peer: HttpPeer,
+}
+
+/// Why a runtime could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The upstream host did not resolve.
+    #[error("{file}: `upstream.url`: cannot resolve {authority}: {reason}")]
+    Resolve {
+        /// Config file.
+        file: String,
+        /// host:port.
+        authority: String,
+        /// Resolver message.
+        reason: String,
+    },
+}
+
+impl Runtime {
+    /// Derives the run-time pieces from a validated configuration. The upstream host is
+    /// resolved here, once per load, not per request.
+    pub fn build(config: Config, generation: u64) -> Result<Runtime, RuntimeError> {
+        let up = &config.upstream;
+        let resolve_err = |reason: String| RuntimeError::Resolve {
+            file: config.source.display().to_string(),
+            authority: up.authority.clone(),
+            reason,
+        };
+        let addr = up
+            .authority
+            .to_socket_addrs()
+            .map_err(|e| resolve_err(e.to_string()))?
+            .next()
+            .ok_or_else(|| resolve_err("no address".to_string()))?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.write_timeout);
+        peer.options.idle_timeout = Some(up.idle_timeout);
+        Ok(Runtime { config, generation, peer })
+    }
+}
+
+/// What the admin listener reports about reloads, and what tests wait on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Generation in force.
+    pub generation: u64,
+    /// Reload attempts so far (successful or not).
+    pub attempts: u64,
+    /// The error of the last failed attempt, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// State shared between the proxy, the admin listener and the signal handlers.
+pub struct Shared {
+    current: ArcSwap<Runtime>,
+    /// Metrics of this instance.
+    pub metrics: Metrics,
+    /// The clock (a [`crate::clock::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    config_path: Option<PathBuf>,
+    status: watch::Sender<ReloadStatus>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// State starting at generation 1 with `runtime`.
+    pub fn new(runtime: Runtime, clock: Arc<dyn Clock>, config_path: Option<PathBuf>) -> Shared {
+        let metrics = Metrics::new();
+        metrics.config_generation.set(runtime.generation as i64);
+        let (status, _) = watch::channel(ReloadStatus { generation: runtime.generation, ..Default::default() });
+        Shared {
+            current: ArcSwap::from_pointee(runtime),
+            metrics,
+            clock,
+            config_path,
+            status,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The runtime in force now.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Reload status, and a receiver to wait for the next change.
+    pub fn status(&self) -> watch::Receiver<ReloadStatus> {
+        self.status.subscribe()
+    }
+
+    /// Re-reads the config file, validates it and swaps it in. An invalid file is
+    /// refused with its error and the configuration in force stays.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let Some(path) = self.config_path.clone() else {
+            return Err("no config file to reload (started from a built-in config)".to_string());
+        };
+        let next_gen = self.current().generation + 1;
+        // file reads and DNS resolution block: keep them off the proxy's worker threads
+        let built = tokio::task::spawn_blocking(move || -> Result<Runtime, String> {
+            let cfg = config::load(&path).map_err(|e| e.to_string())?;
+            Runtime::build(cfg, next_gen).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        let result = match built {
+            Ok(rt) => {
+                let old = self.current();
+                if old.config.listen.address != rt.config.listen.address {
+                    tracing::warn!(
+                        "listen.address changed; the new address takes effect only after a restart"
+                    );
+                }
+                self.current.store(Arc::new(rt));
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                self.metrics.config_generation.set(next_gen as i64);
+                tracing::info!(generation = next_gen, "configuration reloaded");
+                Ok(next_gen)
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "configuration reload refused; keeping the configuration in force");
+                Err(e)
+            }
+        };
+        let generation = self.current().generation;
+        self.status.send_modify(|s| {
+            s.attempts += 1;
+            s.generation = generation;
+            s.last_error = result.as_ref().err().cloned();
+        });
+        result
+    }
+}

@@ -6,9 +6,13 @@ pub mod clock;
 pub mod config;
 pub mod matcher;
 pub mod secret;
-// pub mod admin; // enabled once config::load lands
+pub mod admin;
+pub mod cli;
+pub mod demo;
+pub mod explain;
+pub mod logging;
 pub mod hygiene;
 pub mod metrics;
-// pub mod proxy; // enabled once config::load lands
-// pub mod server; // enabled once config::load lands
-// pub mod state; // enabled once config::load lands
+pub mod proxy;
+pub mod server;
+pub mod state;

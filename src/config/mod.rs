@@ -2,8 +2,218 @@
 //! configuration ([`runtime`]), with errors that name file, line, column, key and what
 //! was expected.
 //!
-//! STUB: being written.
+//! ```
+//! let cfg = rotagate::config::parse(
+//!     "[upstream]\nurl = \"http://127.0.0.1:3000\"\n",
+//!     std::path::Path::new("inline.toml"),
+//! ).unwrap();
+//! assert_eq!(cfg.upstream.authority, "127.0.0.1:3000");
+//! ```
 
+pub mod file;
 pub mod runtime;
+mod validate;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 pub use runtime::*;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 when the problem has no position (a missing file, …).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key with indexes, e.g. `route[2].match[0]`; empty when unknown.
+    pub key: String,
+    /// What was expected and what was found. Never contains a secret value.
+    pub message: String,
+}
+
+/// Everything wrong with a config file (all problems found, not only the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if p.line > 0 {
+                write!(f, ":{}:{}", p.line, p.column)?;
+            }
+            if p.key.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": `{}`: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem { line: 0, column: 0, key: String::new(), message: format!("cannot read the file: {e}") }],
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `source` names the file in messages and anchors relative
+/// `file:` references.
+pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let locator = Locator::new(text);
+    let model: file::FileConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let message = e.message().trim().replace('\n', " ");
+        ConfigError { file: source.to_path_buf(), problems: vec![locator.problem(span, None, message)] }
+    })?;
+    validate::validate(model, source, &locator)
+}
+
+/// Turns byte offsets into line, column and key path.
+pub(crate) struct Locator<'a> {
+    text: &'a str,
+    doc: Option<toml_edit::ImDocument<&'a str>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Locator { text, doc: toml_edit::ImDocument::parse(text).ok() }
+    }
+
+    /// A problem at `span`; `key` overrides the key path found from the span.
+    pub(crate) fn problem(&self, span: Option<Range<usize>>, key: Option<String>, message: String) -> Problem {
+        let (line, column) = span.as_ref().map_or((0, 0), |s| self.line_col(s.start));
+        let key = key.unwrap_or_else(|| span.and_then(|s| self.key_at(s.start)).unwrap_or_default());
+        Problem { line, column, key, message }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary_compat(offset)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// The dotted key path of the deepest key or value whose span holds `offset`.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let doc = self.doc.as_ref()?;
+        let mut path = Vec::new();
+        if find_in_table(doc.as_table(), offset, &mut path) {
+            Some(join_path(&path))
+        } else {
+            None
+        }
+    }
+}
+
+/// `str::floor_char_boundary` is unstable; this is the same for our use.
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn join_path(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn contains(span: Option<Range<usize>>, offset: usize) -> bool {
+    span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+}
+
+fn find_in_table(t: &toml_edit::Table, offset: usize, path: &mut Vec<Seg>) -> bool {
+    for (name, _) in t.iter() {
+        let Some((key, item)) = t.get_key_value(name) else { continue };
+        path.push(Seg::Key(name.to_string()));
+        if find_in_item(item, offset, path) || contains(key.span(), offset) || contains(item.span(), offset) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_item(item: &toml_edit::Item, offset: usize, path: &mut Vec<Seg>) -> bool {
+    match item {
+        toml_edit::Item::Table(t) => find_in_table(t, offset, path),
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if find_in_table(t, offset, path) || contains(t.span(), offset) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        toml_edit::Item::Value(v) => find_in_value(v, offset, path),
+        toml_edit::Item::None => false,
+    }
+}
+
+fn find_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bool {
+    match v {
+        toml_edit::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if find_in_value(x, offset, path) || contains(x.span(), offset) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        toml_edit::Value::InlineTable(t) => {
+            for (name, _) in t.iter() {
+                let Some((key, item)) = t.get_key_value(name) else { continue };
+                path.push(Seg::Key(name.to_string()));
+                if find_in_item(item, offset, path) || contains(key.span(), offset) || contains(item.span(), offset) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,307 @@
+//! The file model: what `rotagate.toml` may say, as serde structs. Unknown keys are
+//! refused. Values that need checking beyond their TOML type are kept as
+//! [`Spanned`] so the validation in [`super::validate`] can point at them.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value with its position in the file.
+pub type S = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[listen]`.
+    #[serde(default)]
+    pub listen: ListenFile,
+    /// `[upstream]`.
+    pub upstream: UpstreamFile,
+    /// `[admin]`.
+    pub admin: Option<AdminFile>,
+    /// `[nextjs]`.
+    #[serde(default)]
+    pub nextjs: NextFile,
+    /// `[session]`.
+    pub session: Option<SessionFile>,
+    /// `[logout]`.
+    #[serde(default)]
+    pub logout: LogoutFile,
+    /// `[csrf]`.
+    #[serde(default)]
+    pub csrf: CsrfFile,
+    /// `[[route]]`.
+    #[serde(default)]
+    pub route: Vec<RouteFile>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// `address`.
+    pub address: Option<S>,
+    /// `public_origin`.
+    pub public_origin: Option<S>,
+    /// `trusted_proxies`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<S>,
+    /// `max_header_bytes`.
+    pub max_header_bytes: Option<Spanned<i64>>,
+    /// `h2c`.
+    pub h2c: Option<bool>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `url`.
+    pub url: S,
+    /// `connect_timeout`.
+    pub connect_timeout: Option<S>,
+    /// `read_timeout`.
+    pub read_timeout: Option<S>,
+    /// `write_timeout`.
+    pub write_timeout: Option<S>,
+    /// `idle_timeout`.
+    pub idle_timeout: Option<S>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `address`.
+    pub address: S,
+}
+
+/// `[nextjs]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextFile {
+    /// `base_path`.
+    pub base_path: Option<S>,
+    /// `locales`.
+    #[serde(default)]
+    pub locales: Vec<String>,
+    /// `server_reference_manifest`.
+    pub server_reference_manifest: Option<S>,
+}
+
+/// `[session]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// `mode`.
+    pub mode: Option<S>,
+    /// `rotate_every`.
+    pub rotate_every: Option<S>,
+    /// `absolute_timeout`.
+    pub absolute_timeout: Option<S>,
+    /// `idle_timeout`.
+    pub idle_timeout: Option<S>,
+    /// `leeway`.
+    pub leeway: Option<S>,
+    /// `[session.reissue]`.
+    pub reissue: Option<ReissueFile>,
+}
+
+/// `[session.reissue]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueFile {
+    /// `cookie`.
+    pub cookie: Option<S>,
+    /// `format`.
+    pub format: Option<S>,
+    /// `path`.
+    pub path: Option<S>,
+    /// `domain`.
+    pub domain: Option<S>,
+    /// `secure`.
+    pub secure: Option<bool>,
+    /// `http_only`.
+    pub http_only: Option<bool>,
+    /// `same_site`.
+    pub same_site: Option<S>,
+    /// `chunk_size`.
+    pub chunk_size: Option<Spanned<i64>>,
+    /// `secrets`.
+    #[serde(default)]
+    pub secrets: Vec<S>,
+    /// `[[session.reissue.keys]]`.
+    #[serde(default)]
+    pub keys: Vec<Spanned<KeyFile>>,
+}
+
+/// One `[[session.reissue.keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// `kid`.
+    pub kid: Option<String>,
+    /// `alg`.
+    pub alg: S,
+    /// `secret`.
+    pub secret: Option<S>,
+    /// `private_key`.
+    pub private_key: Option<S>,
+    /// `public_key`.
+    pub public_key: Option<S>,
+}
+
+/// `[logout]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutFile {
+    /// `login_url`.
+    pub login_url: Option<S>,
+    /// `return_to_param`.
+    pub return_to_param: Option<S>,
+    /// `endpoint`.
+    pub endpoint: Option<S>,
+    /// `allow_get`.
+    pub allow_get: Option<bool>,
+    /// `after_logout`.
+    pub after_logout: Option<S>,
+    /// `clear_cookies`.
+    #[serde(default)]
+    pub clear_cookies: Vec<Spanned<ClearCookieFile>>,
+    /// `clear_site_data`.
+    pub clear_site_data: Option<bool>,
+    /// `loop_max`.
+    pub loop_max: Option<u32>,
+    /// `loop_window`.
+    pub loop_window: Option<S>,
+}
+
+/// A `clear_cookies` entry: a name, or `{ name, domain, path }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ClearCookieFile {
+    /// `"name"`.
+    Name(String),
+    /// `{ name, domain, path }`.
+    Full(ClearCookieTable),
+}
+
+/// `{ name, domain, path }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearCookieTable {
+    /// `name`.
+    pub name: String,
+    /// `domain`.
+    pub domain: Option<String>,
+    /// `path`.
+    pub path: Option<String>,
+}
+
+/// `[csrf]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsrfFile {
+    /// `allowed_origins`.
+    #[serde(default)]
+    pub allowed_origins: Vec<S>,
+    /// `require_origin`.
+    pub require_origin: Option<bool>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// `name`.
+    pub name: Option<String>,
+    /// `match`.
+    #[serde(rename = "match")]
+    pub matcher: Spanned<MatchFile>,
+    /// `methods`.
+    #[serde(default)]
+    pub methods: Vec<S>,
+    /// `hosts`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `bypass`.
+    pub bypass: Option<Spanned<bool>>,
+    /// `require`.
+    pub require: Option<Spanned<RequireFile>>,
+    /// `on_deny`.
+    pub on_deny: Option<Spanned<OnDenyFile>>,
+    /// `on_401`.
+    pub on_401: Option<S>,
+    /// `on_403`.
+    pub on_403: Option<S>,
+}
+
+/// `match`: one item or a list, as Next's `config.matcher`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MatchFile {
+    /// A single item.
+    One(MatchItem),
+    /// A list.
+    Many(Vec<MatchItem>),
+}
+
+/// One matcher: a source string or `{ source, has, missing }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MatchItem {
+    /// `"/path/:p*"`.
+    Source(String),
+    /// `{ source, has, missing }`.
+    Object(MatchObject),
+}
+
+/// `{ source, has, missing }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchObject {
+    /// `source`.
+    pub source: String,
+    /// `has`.
+    #[serde(default)]
+    pub has: Vec<ConditionFile>,
+    /// `missing`.
+    #[serde(default)]
+    pub missing: Vec<ConditionFile>,
+    /// `locale` (Next accepts it; only `false` changes anything, and we keep it for
+    /// compatibility of copied matchers).
+    pub locale: Option<bool>,
+}
+
+/// A `has`/`missing` item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionFile {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `key`.
+    pub key: Option<String>,
+    /// `value`.
+    pub value: Option<String>,
+}
+
+/// `require`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireFile {
+    /// `session`.
+    pub session: Option<bool>,
+    /// `claims`.
+    pub claims: Option<toml::Table>,
+}
+
+/// `on_deny`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDenyFile {
+    /// `status`.
+    pub status: Option<u16>,
+    /// `redirect`.
+    pub redirect: Option<String>,
+}

@@ -1,0 +1,124 @@
+//! Every shipped config parses; bad configs get errors naming file, line, column, key
+//! and what was expected.
+
+use std::path::Path;
+
+use rotagate::config;
+
+fn err(text: &str) -> String {
+    config::parse(text, Path::new("test.toml")).unwrap_err().to_string()
+}
+
+const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
+
+#[test]
+fn shipped_default_config_parses() {
+    let cfg = config::load(Path::new("config/rotagate.toml")).unwrap();
+    assert_eq!(cfg.listen.address.to_string(), "0.0.0.0:8080");
+    assert_eq!(cfg.admin.unwrap().address.to_string(), "127.0.0.1:9091");
+    assert_eq!(cfg.routes.len(), 2);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
+fn every_example_parses() {
+    // the examples reference secrets by env var; give them test values
+    std::env::set_var("ROTAGATE_JWT_SECRET", "an-example-secret-of-at-least-32-bytes!!");
+    std::env::set_var("AUTH_SECRET", "an-example-auth-secret-of-32-bytes-or-more");
+    let mut n = 0;
+    for entry in std::fs::read_dir("config/examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn unknown_key_names_the_key_and_position() {
+    let e = err(&format!("[listen]\naddress = \"0.0.0.0:8080\"\nadress = \"x\"\n{UP}"));
+    assert!(e.starts_with("test.toml:3:1: `listen.adress`: unknown field `adress`"), "{e}");
+    assert!(e.contains("expected one of"), "{e}");
+}
+
+#[test]
+fn bad_duration_says_what_was_expected() {
+    let e = err(&format!("{UP}read_timeout = \"five\"\n"));
+    assert_eq!(e, "test.toml:3:16: `upstream.read_timeout`: expected a duration like \"5m\" (units ms, s, m, h, d), found \"five\"");
+}
+
+#[test]
+fn bad_pattern_gives_path_to_regexp_reason() {
+    let e = err(&format!("{UP}[[route]]\nname = \"a\"\nmatch = \"/ok\"\n[[route]]\nmatch = [\"/fine\", \"/(abc\"]\n"));
+    assert!(e.starts_with("test.toml:7:9: `route[1].match[1]`: invalid pattern: Unbalanced pattern at 1"), "{e}");
+}
+
+#[test]
+fn inline_secret_is_refused_without_echoing_it() {
+    let text = format!(
+        "{UP}[session]\n[session.reissue]\nformat = \"jwt\"\n[[session.reissue.keys]]\nalg = \"HS256\"\nsecret = \"hunter2-hunter2-hunter2-hunter2-hunter2\"\n"
+    );
+    let e = err(&text);
+    assert!(e.contains("`session.reissue.keys[0].secret`: expected a secret reference \"env:NAME\" or \"file:PATH\""), "{e}");
+    assert!(e.starts_with("test.toml:8:10:"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn missing_env_secret_names_the_variable_not_a_value() {
+    let e = err(&format!(
+        "{UP}[session]\n[session.reissue]\n[[session.reissue.keys]]\nalg = \"HS256\"\nsecret = \"env:ROTAGATE_TEST_UNSET_VAR\"\n"
+    ));
+    assert!(e.contains("`session.reissue.keys[0].secret`: environment variable ROTAGATE_TEST_UNSET_VAR is not set"), "{e}");
+}
+
+#[test]
+fn short_hmac_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s"), "short\n").unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, format!("{UP}[session]\n[session.reissue]\n[[session.reissue.keys]]\nalg = \"HS256\"\nsecret = \"file:s\"\n")).unwrap();
+    let e = config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("needs at least 32 bytes, found 5"), "{e}");
+}
+
+#[test]
+fn bypass_with_require_is_an_error() {
+    let e = err(&format!("{UP}[[route]]\nmatch = \"/x\"\nbypass = true\nrequire = {{ session = true }}\n"));
+    assert!(e.starts_with("test.toml:6:11: `route[0].require`: a route with `bypass = true`"), "{e}");
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let e = err("[listen]\naddress = \"nowhere\"\n[upstream]\nurl = \"https://app\"\nconnect_timeout = \"2 s\"\n");
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert!(lines[0].starts_with("test.toml:2:11: `listen.address`: expected an address"), "{e}");
+    assert!(lines[1].contains("`upstream.url`: TLS to the upstream is not supported yet"), "{e}");
+    assert!(lines[2].contains("`upstream.connect_timeout`: expected a duration"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_have_positions() {
+    let e = err("[listen\naddress = 1\n");
+    assert!(e.starts_with("test.toml:1:"), "{e}");
+    let e = err("[listen]\naddress = 5\n[upstream]\nurl = \"http://x:1\"\n");
+    assert!(e.starts_with("test.toml:2:11: `listen.address`: invalid type: integer `5`, expected a string"), "{e}");
+}
+
+#[test]
+fn claims_predicates_parse() {
+    let cfg = config::parse(
+        &format!("{UP}[[route]]\nmatch = \"/p/:x*\"\nrequire = {{ claims = {{ has_access = true, plan = {{ one_of = [\"pro\", \"team\"] }}, roles = {{ contains = \"admin\" }}, email_verified = {{ present = true }}, \"org.tier\" = \"gold\" }} }}\non_deny = {{ redirect = \"/pricing\" }}\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let r = &cfg.routes[0];
+    let req = r.require.as_ref().unwrap();
+    assert!(req.session);
+    assert_eq!(req.claims.len(), 5);
+    assert_eq!(r.on_deny, config::OnDeny::Redirect("/pricing".into()));
+    assert!(req.claims.iter().any(|c| c.path == ["org", "tier"]));
+}

@@ -198,6 +198,20 @@ pub fn request_host(authority: Option<&str>, headers: &HeaderMap) -> Option<Stri
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
+/// When a response carrying a session cookie is cacheable by shared caches (`public`,
+/// `s-maxage`), the `Cache-Control` to send instead: those directives dropped and
+/// `private` added, so no CDN stores someone's session. `None`: leave it.
+pub fn private_cache_control(value: &str) -> Option<String> {
+    let directives: Vec<&str> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let shared = |d: &&str| d.eq_ignore_ascii_case("public") || d.to_ascii_lowercase().starts_with("s-maxage");
+    if !directives.iter().any(shared) {
+        return None;
+    }
+    let mut out: Vec<&str> = directives.into_iter().filter(|d| !shared(d) && !d.eq_ignore_ascii_case("private")).collect();
+    out.insert(0, "private");
+    Some(out.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +279,14 @@ mod tests {
         let h = map(&[("host", "App.Example.com:8080")]);
         assert_eq!(request_host(None, &h).as_deref(), Some("app.example.com"));
         assert_eq!(request_host(Some("[::1]:80"), &h).as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn shared_cacheable_responses_become_private() {
+        assert_eq!(private_cache_control("public, max-age=60").as_deref(), Some("private, max-age=60"));
+        assert_eq!(private_cache_control("max-age=60, s-maxage=600").as_deref(), Some("private, max-age=60"));
+        assert_eq!(private_cache_control("no-store"), None);
+        assert_eq!(private_cache_control("private, max-age=5"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod matcher;
 pub mod secret;
+pub mod session;
 pub mod admin;
 pub mod cli;
 pub mod demo;

@@ -17,6 +17,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::hygiene;
 use crate::matcher::{path, RequestParts};
+use crate::session::{self, cookies, Decision, Outcome};
 use crate::state::{Runtime, Shared};
 
 /// The proxy: holds the shared state; one instance serves every connection.
@@ -42,8 +43,8 @@ pub struct Ctx {
     route: Option<usize>,
     /// Path for the access log (normalised, without the query).
     log_path: String,
-    /// `Set-Cookie` values to append to the response.
-    set_cookies: Vec<String>,
+    /// The session decision, on routes that handle sessions.
+    session: Option<Decision>,
 }
 
 impl Ctx {
@@ -97,7 +98,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             route: None,
             log_path: String::new(),
-            set_cookies: Vec::new(),
+            session: None,
         }
     }
 
@@ -145,6 +146,20 @@ impl ProxyHttp for Proxy {
             headers: &req.headers,
         };
         ctx.route = ctx.rt.config.rules.first_match(&parts);
+
+        let handles_sessions = ctx.route.and_then(|i| ctx.rt.config.routes.get(i)).is_some_and(|r| r.handles_sessions());
+        if let (true, Some(engine)) = (handles_sessions, &ctx.rt.session) {
+            let cookie = hygiene::merged_cookie(&req.headers);
+            let may_rotate = session::rotation_allowed(&req.method, &req.headers) && !session.is_upgrade_req();
+            let decision = engine.process(cookie.as_deref(), self.shared.clock.now_unix(), may_rotate);
+            let m = &self.shared.metrics;
+            match decision.outcome {
+                Outcome::Rotated => m.rotations.inc(),
+                Outcome::Invalid(why) => m.invalid_tokens.with_label_values(&[why.as_str()]).inc(),
+                Outcome::None | Outcome::Valid => {}
+            }
+            ctx.session = Some(decision);
+        }
         Ok(false)
     }
 
@@ -193,13 +208,18 @@ impl ProxyHttp for Proxy {
                 up.remove_header("x-forwarded-host");
             }
         }
-        if hygiene::cookie_field_count(&up.headers) > 1 {
-            match hygiene::merged_cookie(&up.headers) {
-                Some(merged) => up.insert_header(COOKIE, merged)?,
-                None => {
-                    up.remove_header(&COOKIE);
-                }
+        // the session decision wins; otherwise several Cookie fields are merged into one
+        let cookie = match ctx.session.as_ref().and_then(|d| d.upstream_cookie.clone()) {
+            Some(rewritten) => Some(rewritten),
+            None if hygiene::cookie_field_count(&up.headers) > 1 => Some(hygiene::merged_cookie(&up.headers)),
+            None => None,
+        };
+        match cookie {
+            Some(Some(v)) => up.insert_header(COOKIE, v)?,
+            Some(None) => {
+                up.remove_header(&COOKIE);
             }
+            None => {}
         }
         Ok(())
     }
@@ -220,9 +240,26 @@ impl ProxyHttp for Proxy {
                 resp.remove_header(&name);
             }
         }
-        for value in ctx.set_cookies.drain(..) {
+        let (Some(decision), Some(engine)) = (ctx.session.as_mut(), ctx.rt.session.as_ref()) else { return Ok(()) };
+        if decision.set_cookies.is_empty() {
+            return Ok(());
+        }
+        // when the app sets the session cookie itself on this response, its value wins
+        let app_sets_it = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| cookies::sets_session_cookie(s, engine.cookie_name())));
+        if app_sets_it {
+            return Ok(());
+        }
+        for value in decision.set_cookies.drain(..) {
             // append, never insert: insert would wipe the app's own Set-Cookie headers
             resp.append_header(http::header::SET_COOKIE, value)?;
+        }
+        let cc = resp.headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+        if let Some(private) = cc.and_then(hygiene::private_cache_control) {
+            resp.insert_header(http::header::CACHE_CONTROL, private)?;
         }
         Ok(())
     }
@@ -266,12 +303,14 @@ impl ProxyHttp for Proxy {
         m.requests.with_label_values(&[&route, crate::metrics::status_class(status)]).inc();
         m.latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
         let req = session.req_header();
+        let session = ctx.session.as_ref().map_or("-", |d| d.outcome.as_str());
         tracing::info!(
             target: "rotagate::access",
             method = %req.method,
             path = %ctx.log_path,
             route = %route,
             status,
+            session,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             error = e.map(|e| e.etype().as_str()),
             "request"

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::session::{EngineError, SessionEngine};
 
 /// One generation of configuration, with everything derived from it ready for requests.
 /// A request takes an `Arc` of the current one when it starts and keeps it to the end,
@@ -24,6 +25,8 @@ pub struct Runtime {
     pub generation: u64,
     /// The upstream peer, resolved and with its timeouts set.
     pub peer: HttpPeer,
+    /// The session engine, when `[session]` is configured.
+    pub session: Option<SessionEngine>,
 }
 
 /// Why a runtime could not be built from a valid configuration.
@@ -38,6 +41,14 @@ pub enum RuntimeError {
         authority: String,
         /// Resolver message.
         reason: String,
+    },
+    /// The session keys could not be loaded.
+    #[error("{file}: {source}")]
+    Session {
+        /// Config file.
+        file: String,
+        /// What is wrong (names the key, never its bytes).
+        source: EngineError,
     },
 }
 
@@ -62,7 +73,14 @@ impl Runtime {
         peer.options.read_timeout = Some(up.read_timeout);
         peer.options.write_timeout = Some(up.write_timeout);
         peer.options.idle_timeout = Some(up.idle_timeout);
-        Ok(Runtime { config, generation, peer })
+        let session = match &config.session {
+            Some(s) => Some(SessionEngine::new(s).map_err(|source| RuntimeError::Session {
+                file: config.source.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Runtime { config, generation, peer, session })
     }
 }
 

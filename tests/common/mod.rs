@@ -236,3 +236,21 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// A fresh key pair made by Node's crypto (`rsa`, `ec` P-256 or `ed25519`), as
+/// (PKCS#8 private PEM, SPKI public PEM). Test keys are made per run, never committed.
+pub fn node_keypair(kind: &str) -> (String, String) {
+    let opts = match kind {
+        "rsa" => "{modulusLength: 2048}",
+        "ec" => "{namedCurve: 'P-256'}",
+        _ => "{}",
+    };
+    let script = format!(
+        "const c=require('crypto');const k=c.generateKeyPairSync('{kind}',{opts});\
+         process.stdout.write(JSON.stringify([k.privateKey.export({{type:'pkcs8',format:'pem'}}),k.publicKey.export({{type:'spki',format:'pem'}})]))"
+    );
+    let out = std::process::Command::new("node").arg("-e").arg(script).output().expect("node is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: (String, String) = serde_json::from_slice(&out.stdout).unwrap();
+    v
+}

@@ -1,0 +1,228 @@
+//! Sessions: verify the session cookie a request carries, re-mint it when due, and say
+//! what to send upstream and what to append to the response (DESIGN §4).
+//!
+//! The [`SessionEngine`] is built once per configuration and called once per request
+//! by the proxy glue; everything it decides is a pure function of the request's cookies
+//! and the time.
+
+pub mod cookies;
+pub mod jwt;
+pub mod rotate;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::config::{CookieAttributes, Reissue, Session, SessionMode, TokenFormat};
+use rotate::Timing;
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// `exp` passed (or idle too long).
+    Expired,
+    /// First issue + `absolute_timeout` passed.
+    OverAge,
+    /// Signature or decryption failed, or the header named another algorithm.
+    BadSignature,
+    /// `kid` names no configured key.
+    UnknownKid,
+    /// Not a token of the configured format.
+    Malformed,
+    /// `nbf` in the future.
+    NotYetValid,
+}
+
+impl Invalid {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalid::Expired => "expired",
+            Invalid::OverAge => "over_age",
+            Invalid::BadSignature => "bad_signature",
+            Invalid::UnknownKid => "unknown_kid",
+            Invalid::Malformed => "malformed",
+            Invalid::NotYetValid => "not_yet_valid",
+        }
+    }
+
+    /// True only for tokens that are certainly dead (expired, over age): those are
+    /// deleted in the browser. Anything else may be rotagate's own misconfiguration
+    /// (a missing key), and must never log every user out.
+    pub fn certainly_dead(self) -> bool {
+        matches!(self, Invalid::Expired | Invalid::OverAge)
+    }
+}
+
+/// What happened to the session of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No session cookie.
+    None,
+    /// Valid, not due for rotation.
+    Valid,
+    /// Valid and re-minted.
+    Rotated,
+    /// Refused.
+    Invalid(Invalid),
+}
+
+impl Outcome {
+    /// Short word for the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::None => "none",
+            Outcome::Valid => "valid",
+            Outcome::Rotated => "rotated",
+            Outcome::Invalid(i) => i.as_str(),
+        }
+    }
+}
+
+/// The engine's decision for one request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Claims of a verified token (only ever from a token whose signature verified).
+    pub claims: Option<Arc<Map<String, Value>>>,
+    /// The upstream `Cookie` header: `None` = leave as sent; `Some(None)` = remove it;
+    /// `Some(Some(v))` = replace it with `v`.
+    pub upstream_cookie: Option<Option<String>>,
+    /// `Set-Cookie` values to append to the response.
+    pub set_cookies: Vec<String>,
+}
+
+impl Decision {
+    fn none() -> Decision {
+        Decision { outcome: Outcome::None, claims: None, upstream_cookie: None, set_cookies: Vec::new() }
+    }
+}
+
+/// Why a session engine could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] jwt::KeyError),
+    /// A format this build does not handle yet.
+    #[error("`session.reissue.format`: {0} is not supported yet")]
+    Unsupported(&'static str),
+}
+
+enum Codec {
+    Jwt(jwt::KeySet),
+}
+
+/// Verifies and re-mints the session cookie of one configuration.
+pub struct SessionEngine {
+    cookie: String,
+    attributes: CookieAttributes,
+    chunk_size: usize,
+    timing: Timing,
+    codec: Codec,
+}
+
+impl std::fmt::Debug for SessionEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEngine").field("cookie", &self.cookie).finish_non_exhaustive()
+    }
+}
+
+/// Rotation never happens on prefetches, HEAD, OPTIONS or WebSocket upgrades: their
+/// responses are often discarded, and a rotated cookie must reach the browser.
+pub fn rotation_allowed(method: &http::Method, headers: &HeaderMap) -> bool {
+    if method == http::Method::HEAD || method == http::Method::OPTIONS {
+        return false;
+    }
+    let has = |name: &str, want: &str| {
+        headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(want)))
+    };
+    !(has("sec-purpose", "prefetch")
+        || has("purpose", "prefetch")
+        || headers.contains_key("next-router-prefetch")
+        || has("upgrade", "websocket"))
+}
+
+impl SessionEngine {
+    /// Builds the engine for `[session]`.
+    pub fn new(s: &Session) -> Result<SessionEngine, EngineError> {
+        let SessionMode::Reissue(r) = &s.mode;
+        let codec = Self::codec(r)?;
+        Ok(SessionEngine {
+            cookie: r.cookie.clone(),
+            attributes: r.attributes.clone(),
+            chunk_size: r.chunk_size,
+            timing: Timing { rotate_every: s.rotate_every, absolute_timeout: s.absolute_timeout, idle_timeout: s.idle_timeout, leeway: s.leeway },
+            codec,
+        })
+    }
+
+    fn codec(r: &Reissue) -> Result<Codec, EngineError> {
+        match r.format {
+            TokenFormat::Jwt => Ok(Codec::Jwt(jwt::KeySet::from_specs(&r.keys)?)),
+            TokenFormat::Authjs => Err(EngineError::Unsupported("format \"authjs\"")),
+            TokenFormat::AuthjsV4 => Err(EngineError::Unsupported("format \"authjs-v4\"")),
+        }
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+
+    /// Deletion `Set-Cookie`s for every session cookie name in `names`.
+    pub fn deletions(&self, names: &[String]) -> Vec<String> {
+        names.iter().map(|n| cookies::deletion(n, &self.attributes)).collect()
+    }
+
+    fn open(&self, token: &str) -> Result<Map<String, Value>, Invalid> {
+        match &self.codec {
+            Codec::Jwt(k) => k.verify(token),
+        }
+    }
+
+    fn seal(&self, claims: &Map<String, Value>) -> Option<String> {
+        match &self.codec {
+            Codec::Jwt(k) => k.mint(claims),
+        }
+    }
+
+    /// Decides for one request. `cookie_header` is the request's merged `Cookie` value.
+    pub fn process(&self, cookie_header: Option<&str>, now: u64, may_rotate: bool) -> Decision {
+        let Some(header) = cookie_header else { return Decision::none() };
+        let pairs = cookies::pairs(header);
+        let Some(carried) = cookies::read(&pairs, &self.cookie) else { return Decision::none() };
+        let verified = self.open(&carried.token).and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
+        let claims = match verified {
+            Ok(c) => c,
+            Err(why) => {
+                // never forwarded as if valid; deleted in the browser only when certainly dead
+                let set_cookies = if why.certainly_dead() { self.deletions(&carried.names) } else { Vec::new() };
+                return Decision {
+                    outcome: Outcome::Invalid(why),
+                    claims: None,
+                    upstream_cookie: Some(cookies::rewrite(&pairs, &self.cookie, &[])),
+                    set_cookies,
+                };
+            }
+        };
+        if !(may_rotate && rotate::due(&claims, now, &self.timing)) {
+            return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
+        }
+        let (next, lifetime) = rotate::reissue(&claims, now, &self.timing, false);
+        let Some(token) = self.seal(&next) else {
+            // signing failed (no entropy?): keep the valid session as it is
+            return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
+        };
+        let parts = cookies::split(&self.cookie, &token, self.chunk_size);
+        let set_cookies = cookies::set_cookies(&parts, &self.attributes, lifetime as i64, now, &carried.names);
+        Decision {
+            outcome: Outcome::Rotated,
+            claims: Some(Arc::new(next)),
+            upstream_cookie: Some(cookies::rewrite(&pairs, &self.cookie, &parts)),
+            set_cookies,
+        }
+    }
+}

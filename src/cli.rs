@@ -22,6 +22,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
+        // handlers first: a SIGHUP that arrives before them would kill the process
+        let signals = Signals::install()?;
         let opts = StartOptions {
             clock: Arc::new(SystemClock),
             config_path: Some(config_path.to_path_buf()),
@@ -29,7 +31,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         };
         let running = server::start(cfg, opts).await.map_err(|e| e.to_string())?;
         announce(&running);
-        serve_signals(running).await
+        signals.serve(running).await
     })
 }
 
@@ -43,27 +45,38 @@ pub fn announce(running: &RunningProxy) {
     tracing::info!(proxy = %running.proxy_addr, admin = ?running.admin_addr, "rotagate started");
 }
 
-/// Handles SIGHUP (reload) until SIGTERM or SIGINT, then drains and returns.
-pub async fn serve_signals(running: RunningProxy) -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
-    let mut hup = sig(SignalKind::hangup())?;
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                // errors are logged and counted by reload itself; the old config stays
-                let _ = running.shared.reload().await;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+/// The signals `run` and `demo` react to, installed before anything is announced.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a tokio runtime).
+    pub fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
+        Ok(Signals { hup: sig(SignalKind::hangup())?, term: sig(SignalKind::terminate())?, int: sig(SignalKind::interrupt())? })
     }
-    tracing::info!("shutting down: draining in-flight requests");
-    running.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Reloads on SIGHUP until SIGTERM or SIGINT, then drains and returns.
+    pub async fn serve(mut self, running: RunningProxy) -> Result<(), String> {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    // errors are logged and counted by reload itself; the old config stays
+                    let _ = running.shared.reload().await;
+                }
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 /// 32 random bytes, base64url without padding: a secret for `env:`/`file:` references.

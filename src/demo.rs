@@ -40,6 +40,7 @@ pub fn run(port: u16) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        let signals = crate::cli::Signals::install()?;
         let dir = std::env::temp_dir().join(format!("rotagate-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let secret = crate::cli::keygen()?;
@@ -73,7 +74,7 @@ pub fn run(port: u16) -> Result<(), String> {
         println!("  3. http://{proxy}/api/whoami answers 401 once the app dislikes a token");
         println!();
         println!("  Ctrl-C to stop.");
-        crate::cli::serve_signals(running).await
+        signals.serve(running).await
     })
 }
 

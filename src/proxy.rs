@@ -264,6 +264,13 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// A client that hangs up mid-request is normal traffic, not an error worth a log
+    /// line at error level.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
+    }
+
     /// Maps upstream failures to the answers operators expect: connect problems → 502,
     /// read timeouts → 504. Nothing rotagate causes itself becomes a logout.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {

@@ -74,7 +74,10 @@ pub fn run(port: u16) -> Result<(), String> {
         println!("  3. http://{proxy}/api/whoami answers 401 once the app dislikes a token");
         println!();
         println!("  Ctrl-C to stop.");
-        signals.serve(running).await
+        let result = signals.serve(running).await;
+        // the demo's secret and config live only as long as the demo
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     })
 }
 

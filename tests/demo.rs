@@ -1,0 +1,48 @@
+//! `rotagate demo` starts and its flow works: log in, see the protected page through
+//! the proxy, and the app's API answers 401 without a session.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn demo_runs_and_logs_in() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let guard = Kill(child);
+    let mut proxy = None;
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if line.contains("<- open this") {
+            proxy = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_string);
+            break;
+        }
+    }
+    let proxy = proxy.expect("demo printed the proxy URL");
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    let resp = c.post(format!("{proxy}/login")).form(&[("user", "grace")]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("demo_session="));
+
+    let page = c.get(format!("{proxy}/protected")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("grace"));
+
+    let api = c.get(format!("{proxy}/api/whoami")).send().await.unwrap();
+    assert_eq!(api.status(), 401);
+    drop(guard);
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the built-in demo: a small app with rotagate in front of it, on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --no-npm
+exec cargo run --release --quiet -- demo "$@"

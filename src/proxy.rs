@@ -15,8 +15,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::hygiene;
+use crate::config::UpstreamStatusAction;
+use crate::logout::{self, Answer, Kind};
 use crate::matcher::{path, RequestParts};
+use crate::{access, hygiene};
 use crate::session::{self, cookies, Decision, Outcome};
 use crate::state::{Runtime, Shared};
 
@@ -45,6 +47,28 @@ pub struct Ctx {
     log_path: String,
     /// The session decision, on routes that handle sessions.
     session: Option<Decision>,
+    /// Set when an upstream 401/403 on this request would become a logout.
+    logout: Option<LogoutPlan>,
+    /// The body that replaces the upstream's after a rewrite (`None` = pass it on).
+    body: Option<BodyRewrite>,
+}
+
+/// What a rewrite needs to know, decided when the request came in.
+#[derive(Debug)]
+struct LogoutPlan {
+    kind: Kind,
+    return_to: String,
+    /// The request's merged Cookie header (chunks and variants to delete).
+    cookie: String,
+    on_401: bool,
+    on_403: bool,
+}
+
+/// Replaces the upstream body: upstream chunks are dropped and `body` goes out at the
+/// end (once).
+#[derive(Debug)]
+struct BodyRewrite {
+    body: Option<Bytes>,
 }
 
 impl Ctx {
@@ -78,6 +102,15 @@ pub(crate) async fn respond(
     Ok(())
 }
 
+/// Writes an [`Answer`] from `request_filter`.
+async fn respond_answer(session: &mut Session, a: Answer) -> Result<()> {
+    let mut headers: Vec<(&str, String)> = a.headers.clone();
+    for c in &a.set_cookies {
+        headers.push(("set-cookie", c.clone()));
+    }
+    respond(session, a.status, &headers, a.body).await
+}
+
 async fn respond_text(session: &mut Session, status: u16, text: &str) -> Result<()> {
     respond(
         session,
@@ -99,6 +132,8 @@ impl ProxyHttp for Proxy {
             route: None,
             log_path: String::new(),
             session: None,
+            logout: None,
+            body: None,
         }
     }
 
@@ -135,6 +170,10 @@ impl ProxyHttp for Proxy {
             }
         }
         ctx.log_path = normalised;
+        if ctx.log_path == ctx.rt.config.logout.endpoint {
+            self.logout_endpoint(session, ctx).await?;
+            return Ok(true);
+        }
 
         let req = session.req_header();
         let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
@@ -159,6 +198,28 @@ impl ProxyHttp for Proxy {
                 Outcome::None | Outcome::Valid => {}
             }
             ctx.session = Some(decision);
+        }
+        if let Some(route) = ctx.route.and_then(|i| ctx.rt.config.routes.get(i)) {
+            let on_401 = route.on_401 == UpstreamStatusAction::Logout;
+            let on_403 = route.on_403 == UpstreamStatusAction::Logout;
+            let req = session.req_header();
+            // a 401 about a bearer token, or a failed login form, is the app's business
+            let eligible = handles_sessions
+                && (on_401 || on_403)
+                && !req.headers.contains_key(http::header::AUTHORIZATION)
+                && !is_login_path(&ctx.log_path, &ctx.rt.config.logout.login_url);
+            if eligible {
+                let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+                if logout::carries_any(&cookies::pairs(&cookie), &ctx.rt.logout_targets) {
+                    ctx.logout = Some(LogoutPlan {
+                        kind: logout::classify(&req.headers),
+                        return_to: logout::return_path(&ctx.log_path, req.uri.query(), &ctx.rt.config.nextjs.base_path),
+                        cookie,
+                        on_401,
+                        on_403,
+                    });
+                }
+            }
         }
         Ok(false)
     }
@@ -228,7 +289,7 @@ impl ProxyHttp for Proxy {
     /// 1xx responses (including 101 for WebSocket) pass untouched.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -239,6 +300,11 @@ impl ProxyHttp for Proxy {
             if name != http::header::CONNECTION && name != http::header::UPGRADE {
                 resp.remove_header(&name);
             }
+        }
+        let status = resp.status.as_u16();
+        let rewrite = ctx.logout.as_ref().is_some_and(|p| (status == 401 && p.on_401) || (status == 403 && p.on_403));
+        if rewrite {
+            return self.rewrite_to_logout(session, resp, ctx).await;
         }
         let (Some(decision), Some(engine)) = (ctx.session.as_mut(), ctx.rt.session.as_ref()) else { return Ok(()) };
         if decision.set_cookies.is_empty() {
@@ -262,6 +328,20 @@ impl ProxyHttp for Proxy {
             resp.insert_header(http::header::CACHE_CONTROL, private)?;
         }
         Ok(())
+    }
+
+    /// Drops the upstream body of a rewritten response and sends ours at its end.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(rw) = ctx.body.as_mut() {
+            *body = if end_of_stream { rw.body.take() } else { None };
+        }
+        Ok(None)
     }
 
     /// A client that hangs up mid-request is normal traffic, not an error worth a log
@@ -325,3 +405,112 @@ impl ProxyHttp for Proxy {
     }
 }
 
+
+/// True when `path` is the login page itself (a 401 there is a failed login).
+fn is_login_path(path: &str, login_url: &str) -> bool {
+    let login = login_url.split('?').next().unwrap_or(login_url);
+    path == login || path.strip_suffix('/') == Some(login)
+}
+
+/// Upstream headers a rewritten answer keeps: the app's own cookies (appended, never
+/// dropped), CORS, and `Vary`.
+fn kept_on_rewrite(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    n == "set-cookie" || n == "vary" || n.starts_with("access-control-")
+}
+
+impl Proxy {
+    /// Turns the upstream 401/403 in `resp` into the logout answer for this kind of
+    /// request (DESIGN §5). Prefetches pass through untouched.
+    async fn rewrite_to_logout(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(plan) = ctx.logout.take() else { return Ok(()) };
+        let cfg = &ctx.rt.config;
+        let Some(mut answer) = logout::login_answer(plan.kind, &cfg.logout, &cfg.nextjs.base_path, &plan.return_to) else {
+            return Ok(());
+        };
+        let pairs = cookies::pairs(&plan.cookie);
+        let mut kind = plan.kind.as_str();
+        if plan.kind != Kind::Fetch {
+            let secure = cfg.listen.public_origin.as_ref().is_some_and(|o| o.scheme == "https");
+            let (broken, loop_cookie) = self.shared.loop_breaker.record(&pairs, self.shared.clock.now_unix(), &cfg.logout, secure);
+            if broken {
+                answer = logout::loop_page(&cfg.logout);
+                kind = "loop_breaker";
+            }
+            answer.set_cookies.push(loop_cookie);
+        }
+        answer.set_cookies.extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
+        let reason = if resp.status.as_u16() == 401 { "upstream_401" } else { "upstream_403" };
+        self.shared.metrics.logouts.with_label_values(&[reason, kind]).inc();
+        // a re-minted session cookie must not follow a logout
+        if let Some(d) = ctx.session.as_mut() {
+            d.set_cookies.clear();
+        }
+
+        let upstream_has_no_body = resp.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0")
+            || matches!(resp.status.as_u16(), 204 | 304);
+        let mut new = ResponseHeader::build(answer.status, Some(resp.headers.len() + answer.headers.len() + 4))?;
+        for (name, value) in resp.headers.iter() {
+            if kept_on_rewrite(name) {
+                new.append_header(name.clone(), value.clone())?;
+            }
+        }
+        for (name, value) in &answer.headers {
+            new.insert_header(*name, value.as_str())?;
+        }
+        for c in &answer.set_cookies {
+            new.append_header(http::header::SET_COOKIE, c.as_str())?;
+        }
+        new.insert_header(CONTENT_LENGTH, answer.body.len().to_string())?;
+        let head = session.req_header().method == http::Method::HEAD;
+        if upstream_has_no_body && !answer.body.is_empty() && !head {
+            // NOTE: pingora marks a Content-Length: 0 upstream response as ended at its
+            // header, so no body hook runs to carry ours: write the answer now; pingora's
+            // own write of this header afterwards is ignored.
+            session.write_response_header(Box::new(new.clone()), false).await?;
+            session.write_response_body(Some(answer.body), true).await?;
+        } else {
+            ctx.body = Some(BodyRewrite { body: (!head).then_some(answer.body) });
+        }
+        *resp = new;
+        Ok(())
+    }
+
+    /// The explicit logout endpoint: POST (GET when `allow_get`), CSRF-checked; deletes
+    /// every session cookie and sends the browser to `after_logout`.
+    async fn logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let cfg = &ctx.rt.config;
+        let req = session.req_header();
+        let allowed = req.method == http::Method::POST || (cfg.logout.allow_get && req.method == http::Method::GET);
+        if !allowed {
+            let allow = if cfg.logout.allow_get { "GET, POST" } else { "POST" };
+            return respond(session, 405, &[("allow", allow.to_string()), ("cache-control", "no-store".to_string())], Bytes::new()).await;
+        }
+        let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
+        let host_port = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or(host);
+        if !access::csrf_ok(&req.headers, cfg.listen.public_origin.as_ref(), host_port.as_deref(), &cfg.csrf) {
+            self.shared.metrics.denials.with_label_values(&["csrf"]).inc();
+            let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
+            return respond(session, 403, &[("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())], body).await;
+        }
+        let kind = logout::classify(&req.headers);
+        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+        let mut answer = if kind == Kind::Navigation {
+            Answer { status: 303, headers: vec![("location", cfg.logout.after_logout.clone())], set_cookies: Vec::new(), body: Bytes::new() }
+        } else {
+            Answer {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                set_cookies: Vec::new(),
+                body: Bytes::from(serde_json::json!({ "logged_out": true, "redirect": cfg.logout.after_logout }).to_string()),
+            }
+        };
+        answer.headers.push(("cache-control", "no-store".into()));
+        if cfg.logout.clear_site_data {
+            answer.headers.push(("clear-site-data", "\"cookies\"".into()));
+        }
+        answer.set_cookies = logout::deletions(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        self.shared.metrics.logouts.with_label_values(&["endpoint", kind.as_str()]).inc();
+        respond_answer(session, answer).await
+    }
+}

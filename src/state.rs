@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::logout::{LoopBreaker, Target};
 use crate::session::{EngineError, SessionEngine};
 
 /// One generation of configuration, with everything derived from it ready for requests.
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub peer: HttpPeer,
     /// The session engine, when `[session]` is configured.
     pub session: Option<SessionEngine>,
+    /// Cookies a logout deletes: the session cookie and `logout.clear_cookies`.
+    pub logout_targets: Vec<Target>,
 }
 
 /// Why a runtime could not be built from a valid configuration.
@@ -80,7 +83,12 @@ impl Runtime {
             })?),
             None => None,
         };
-        Ok(Runtime { config, generation, peer, session })
+        let mut logout_targets: Vec<Target> = Vec::new();
+        if let Some(crate::config::SessionMode::Reissue(r)) = config.session.as_ref().map(|s| &s.mode) {
+            logout_targets.push(Target { name: r.cookie.clone(), attributes: r.attributes.clone() });
+        }
+        logout_targets.extend(config.logout.clear_cookies.iter().map(Target::from_clear));
+        Ok(Runtime { config, generation, peer, session, logout_targets })
     }
 }
 
@@ -102,6 +110,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The clock (a [`crate::clock::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
+    /// Counts redirects to login per browser (key per process).
+    pub loop_breaker: LoopBreaker,
     config_path: Option<PathBuf>,
     status: watch::Sender<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -123,6 +133,7 @@ impl Shared {
             current: ArcSwap::from_pointee(runtime),
             metrics,
             clock,
+            loop_breaker: LoopBreaker::new(),
             config_path,
             status,
             reload_lock: tokio::sync::Mutex::new(()),

@@ -71,7 +71,9 @@ pub fn run(port: u16) -> Result<(), String> {
         println!("  1. open http://{proxy}/login and log in");
         println!("  2. reload http://{proxy}/protected: the token's iat moves every {ROTATE_EVERY}");
         println!("     (rotagate re-mints it; the app never does)");
-        println!("  3. http://{proxy}/api/whoami answers 401 once the app dislikes a token");
+        println!("  3. open http://{proxy}/expire: the app answers 401 (a backend rejected the session);");
+        println!("     rotagate turns it into a clean logout: cookie deleted, sent to /login");
+        println!("  4. http://{proxy}/api/whoami: JSON; after logout, a JSON 401 with the login URL");
         println!();
         println!("  Ctrl-C to stop.");
         let result = signals.serve(running).await;
@@ -143,7 +145,7 @@ fn html(status: u16, body: &str, set_cookie: Option<String>) -> Response<Full<By
         "<!doctype html><html><head><meta charset=utf-8><title>rotagate demo</title>\
          <style>body{{font:16px system-ui;margin:2em auto;max-width:44em}}code,pre{{background:#f4f4f4;padding:.2em}}</style>\
          </head><body><h1>rotagate demo app</h1>\
-         <p><a href=/>home</a> · <a href=/login>login</a> · <a href=/protected>protected</a> · <a href=/api/whoami>api</a></p>{body}</body></html>"
+         <p><a href=/>home</a> · <a href=/login>login</a> · <a href=/protected>protected</a> · <a href=/api/whoami>api</a> · <a href=/expire>simulate a backend 401</a></p>{body}</body></html>"
     );
     let mut b = Response::builder().status(status).header("content-type", "text/html; charset=utf-8");
     if let Some(c) = set_cookie {
@@ -204,6 +206,8 @@ impl DemoApp {
                 ),
                 None => html(401, "<p>401: no valid session. <a href=/login>Log in</a>.</p>", None),
             },
+            // what a backend does when it rejects a session the app still holds
+            ("GET", "/expire") => html(401, "<p>401: the backend rejected this session.</p>", None),
             ("GET", "/api/whoami") => {
                 let body = match &claims {
                     Some(c) => serde_json::json!({ "sub": c["sub"] }).to_string(),

@@ -194,7 +194,13 @@ impl ProxyHttp for Proxy {
             let m = &self.shared.metrics;
             match decision.outcome {
                 Outcome::Rotated => m.rotations.inc(),
-                Outcome::Invalid(why) => m.invalid_tokens.with_label_values(&[why.as_str()]).inc(),
+                Outcome::Invalid(why) => {
+                    m.invalid_tokens.with_label_values(&[why.as_str()]).inc();
+                    if why.certainly_dead() {
+                        // the dead cookie is deleted in the browser: a logout by expiry
+                        m.logouts.with_label_values(&["expired", "cookie_cleared"]).inc();
+                    }
+                }
                 Outcome::None | Outcome::Valid => {}
             }
             ctx.session = Some(decision);

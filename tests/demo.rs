@@ -44,5 +44,11 @@ async fn demo_runs_and_logs_in() {
 
     let api = c.get(format!("{proxy}/api/whoami")).send().await.unwrap();
     assert_eq!(api.status(), 401);
+
+    // a backend 401 becomes a clean logout
+    let out = c.get(format!("{proxy}/expire")).header("cookie", &cookie).header("sec-fetch-mode", "navigate").send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(out.headers()["location"], "/login?callbackUrl=/expire");
+    assert!(out.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("demo_session=; ")));
     drop(guard);
 }

@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
     for alg in ["HS256", "ES256", "EdDSA", "RS256"] {
         let e = engine(alg);
         let claims = json!({"sub": "u1", "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["reader", "writer"], "iat": NOW - 600, "exp": NOW + 3000});
-        let token = e.seal(claims.as_object().expect("object")).expect("seal");
+        let token = e.seal(claims.as_object().expect("object"), "session").expect("seal");
         let cookie = format!("theme=dark; session={token}; other=1");
         assert_eq!(e.process(Some(&cookie), NOW, true).outcome.as_str(), "rotated", "{alg}: setup must rotate");
         if alg == "RS256" {

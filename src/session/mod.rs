@@ -5,6 +5,7 @@
 //! by the proxy glue; everything it decides is a pure function of the request's cookies
 //! and the time.
 
+pub mod authjs;
 pub mod cookies;
 pub mod jwt;
 pub mod rotate;
@@ -113,11 +114,15 @@ pub enum EngineError {
 
 enum Codec {
     Jwt(jwt::KeySet),
+    Authjs(authjs::AuthjsCodec),
 }
 
 /// Verifies and re-mints the session cookie of one configuration.
 pub struct SessionEngine {
     cookie: String,
+    /// Names the session cookie may have, in preference order (Auth.js picks
+    /// `__Secure-` by protocol, so both are read).
+    names: Vec<String>,
     attributes: CookieAttributes,
     chunk_size: usize,
     timing: Timing,
@@ -149,9 +154,11 @@ impl SessionEngine {
     /// Builds the engine for `[session]`.
     pub fn new(s: &Session) -> Result<SessionEngine, EngineError> {
         let SessionMode::Reissue(r) = &s.mode;
-        let codec = Self::codec(r)?;
+        let names = cookie_names(r);
+        let codec = Self::codec(r, &names)?;
         Ok(SessionEngine {
             cookie: r.cookie.clone(),
+            names,
             attributes: r.attributes.clone(),
             chunk_size: r.chunk_size,
             timing: Timing { rotate_every: s.rotate_every, absolute_timeout: s.absolute_timeout, idle_timeout: s.idle_timeout, leeway: s.leeway },
@@ -159,11 +166,12 @@ impl SessionEngine {
         })
     }
 
-    fn codec(r: &Reissue) -> Result<Codec, EngineError> {
+    fn codec(r: &Reissue, names: &[String]) -> Result<Codec, EngineError> {
+        let authjs = |v| authjs::AuthjsCodec::new(v, &r.secrets, names).map(Codec::Authjs).ok_or(EngineError::Unsupported("deriving Auth.js keys"));
         match r.format {
             TokenFormat::Jwt => Ok(Codec::Jwt(jwt::KeySet::from_specs(&r.keys)?)),
-            TokenFormat::Authjs => Err(EngineError::Unsupported("format \"authjs\"")),
-            TokenFormat::AuthjsV4 => Err(EngineError::Unsupported("format \"authjs-v4\"")),
+            TokenFormat::Authjs => authjs(authjs::Version::V5),
+            TokenFormat::AuthjsV4 => authjs(authjs::Version::V4),
         }
     }
 
@@ -177,17 +185,19 @@ impl SessionEngine {
         names.iter().map(|n| cookies::deletion(n, &self.attributes)).collect()
     }
 
-    fn open(&self, token: &str) -> Result<Map<String, Value>, Invalid> {
+    fn open(&self, token: &str, cookie: &str) -> Result<Map<String, Value>, Invalid> {
         match &self.codec {
             Codec::Jwt(k) => k.verify(token),
+            Codec::Authjs(c) => c.open(token, cookie),
         }
     }
 
-    /// Seals `claims` into a token with the active key (also used by benchmarks to make
-    /// realistic tokens).
-    pub fn seal(&self, claims: &Map<String, Value>) -> Option<String> {
+    /// Seals `claims` into a token for `cookie` with the active key (also used by
+    /// benchmarks to make realistic tokens).
+    pub fn seal(&self, claims: &Map<String, Value>, cookie: &str) -> Option<String> {
         match &self.codec {
             Codec::Jwt(k) => k.mint(claims),
+            Codec::Authjs(c) => c.seal(claims, cookie),
         }
     }
 
@@ -195,8 +205,10 @@ impl SessionEngine {
     pub fn process(&self, cookie_header: Option<&str>, now: u64, may_rotate: bool) -> Decision {
         let Some(header) = cookie_header else { return Decision::none() };
         let pairs = cookies::pairs(header);
-        let Some(carried) = cookies::read(&pairs, &self.cookie) else { return Decision::none() };
-        let verified = self.open(&carried.token).and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
+        let Some((name, carried)) = self.names.iter().find_map(|n| cookies::read(&pairs, n).map(|c| (n.as_str(), c))) else {
+            return Decision::none();
+        };
+        let verified = self.open(&carried.token, name).and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
         let claims = match verified {
             Ok(c) => c,
             Err(why) => {
@@ -205,7 +217,7 @@ impl SessionEngine {
                 return Decision {
                     outcome: Outcome::Invalid(why),
                     claims: None,
-                    upstream_cookie: Some(cookies::rewrite(&pairs, &self.cookie, &[])),
+                    upstream_cookie: Some(cookies::rewrite(&pairs, name, &[])),
                     set_cookies,
                 };
             }
@@ -213,18 +225,31 @@ impl SessionEngine {
         if !(may_rotate && rotate::due(&claims, now, &self.timing)) {
             return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
         }
-        let (next, lifetime) = rotate::reissue(&claims, now, &self.timing, false);
-        let Some(token) = self.seal(&next) else {
+        let always_jti = matches!(self.codec, Codec::Authjs(_));
+        let (next, lifetime) = rotate::reissue(&claims, now, &self.timing, always_jti);
+        let Some(token) = self.seal(&next, name) else {
             // signing failed (no entropy?): keep the valid session as it is
             return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
         };
-        let parts = cookies::split(&self.cookie, &token, self.chunk_size);
+        let parts = cookies::split(name, &token, self.chunk_size);
         let set_cookies = cookies::set_cookies(&parts, &self.attributes, lifetime as i64, now, &carried.names);
         Decision {
             outcome: Outcome::Rotated,
             claims: Some(Arc::new(next)),
-            upstream_cookie: Some(cookies::rewrite(&pairs, &self.cookie, &parts)),
+            upstream_cookie: Some(cookies::rewrite(&pairs, name, &parts)),
             set_cookies,
+        }
+    }
+}
+
+/// The cookie names a session may be carried under: the configured one, and for the
+/// Auth.js formats also its `__Secure-` twin (Auth.js picks the prefix by protocol).
+fn cookie_names(r: &Reissue) -> Vec<String> {
+    match r.format {
+        TokenFormat::Jwt => vec![r.cookie.clone()],
+        TokenFormat::Authjs | TokenFormat::AuthjsV4 => {
+            let base = r.cookie.strip_prefix("__Secure-").unwrap_or(&r.cookie);
+            vec![format!("__Secure-{base}"), base.to_string()]
         }
     }
 }

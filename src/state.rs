@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::access::ActionIndex;
 use crate::logout::{LoopBreaker, Target};
 use crate::session::{EngineError, SessionEngine};
 
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub session: Option<SessionEngine>,
     /// Cookies a logout deletes: the session cookie and `logout.clear_cookies`.
     pub logout_targets: Vec<Target>,
+    /// Server Action ids → routes of their defining pages.
+    pub actions: ActionIndex,
 }
 
 /// Why a runtime could not be built from a valid configuration.
@@ -88,7 +91,8 @@ impl Runtime {
             logout_targets.push(Target { name: r.cookie.clone(), attributes: r.attributes.clone() });
         }
         logout_targets.extend(config.logout.clear_cookies.iter().map(Target::from_clear));
-        Ok(Runtime { config, generation, peer, session, logout_targets })
+        let actions = ActionIndex::build(&config.nextjs.actions, &config.rules);
+        Ok(Runtime { config, generation, peer, session, logout_targets, actions })
     }
 }
 

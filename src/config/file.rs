@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// `[csrf]`.
     #[serde(default)]
     pub csrf: CsrfFile,
+    /// `[identity]`.
+    #[serde(default)]
+    pub identity: IdentityFile,
     /// `[[route]]`.
     #[serde(default)]
     pub route: Vec<RouteFile>,
@@ -87,6 +90,19 @@ pub struct NextFile {
     pub locales: Vec<String>,
     /// `server_reference_manifest`.
     pub server_reference_manifest: Option<S>,
+    /// `unknown_actions`.
+    pub unknown_actions: Option<S>,
+}
+
+/// `[identity]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// `subject_header`.
+    pub subject_header: Option<S>,
+    /// `claim_headers`.
+    #[serde(default)]
+    pub claim_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// `[session]`.

@@ -47,6 +47,8 @@ pub struct Config {
     pub logout: Logout,
     /// `[csrf]` (defaults when absent).
     pub csrf: Csrf,
+    /// `[identity]`: headers that tell the upstream who the user is.
+    pub identity: Identity,
     /// Warnings found while validating (rules that can never match, …), for `rotagate check`.
     pub warnings: Vec<String>,
 }
@@ -124,6 +126,11 @@ pub struct NextJs {
     pub locales: Vec<String>,
     /// `server_reference_manifest` path, if configured.
     pub server_reference_manifest: Option<PathBuf>,
+    /// The manifest's action ids and the pages (entry names, e.g. `app/premium/page`)
+    /// that define each. Its encryption key is never read into memory we keep.
+    pub actions: Vec<(String, Vec<String>)>,
+    /// `unknown_actions = "deny"`: refuse action ids the manifest does not list.
+    pub deny_unknown_actions: bool,
 }
 
 /// One `[[route]]`.
@@ -337,4 +344,20 @@ pub struct Csrf {
     /// `require_origin` (default false): refuse unsafe requests with neither
     /// `Sec-Fetch-Site` nor `Origin`.
     pub require_origin: bool,
+}
+
+/// `[identity]`: identity headers sent upstream for verified sessions (always stripped
+/// from client requests first).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `subject_header` (default `x-rotagate-subject`): carries the `sub` claim.
+    pub subject_header: String,
+    /// `claim_headers = { "x-user-email" = "email" }`: header name → dotted claim path.
+    pub claim_headers: Vec<(String, Vec<String>)>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity { subject_header: "x-rotagate-subject".into(), claim_headers: Vec::new() }
+    }
 }

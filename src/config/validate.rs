@@ -202,10 +202,34 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
             }
         }
     };
+    let manifest = f.nextjs.server_reference_manifest.as_ref().map(|s| (s, cx.dir.join(s.get_ref())));
+    let actions = match &manifest {
+        Some((s, path)) => read_manifest(path).unwrap_or_else(|why| {
+            cx.bad_at(s, format!("cannot use {}: {why}", path.display()));
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let deny_unknown_actions = match &f.nextjs.unknown_actions {
+        None => false,
+        Some(s) if s.get_ref() == "allow" => false,
+        Some(s) if s.get_ref() == "deny" => {
+            if manifest.is_none() {
+                cx.bad_at(s, "\"deny\" needs `server_reference_manifest` to know which actions exist");
+            }
+            true
+        }
+        Some(s) => {
+            cx.bad_at(s, format!("expected \"allow\" or \"deny\", found {:?}", s.get_ref()));
+            false
+        }
+    };
     let nextjs = NextJs {
         base_path,
         locales: f.nextjs.locales.clone(),
-        server_reference_manifest: f.nextjs.server_reference_manifest.as_ref().map(|s| cx.dir.join(s.get_ref())),
+        server_reference_manifest: manifest.as_ref().map(|(_, p)| p.clone()),
+        actions,
+        deny_unknown_actions,
     };
 
     // [session]
@@ -257,6 +281,26 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
             .collect(),
         require_origin: f.csrf.require_origin.unwrap_or(false),
     };
+
+    // [identity]
+    let header_name = |v: &str| http::HeaderName::from_bytes(v.as_bytes()).is_ok() && !v.is_empty();
+    let subject_header = match &f.identity.subject_header {
+        None => "x-rotagate-subject".to_string(),
+        Some(s) if header_name(s.get_ref()) => s.get_ref().to_ascii_lowercase(),
+        Some(s) => {
+            cx.bad_at(s, format!("expected a header name, found {:?}", s.get_ref()));
+            "x-rotagate-subject".to_string()
+        }
+    };
+    let mut claim_headers = Vec::new();
+    for (name, claim) in &f.identity.claim_headers {
+        if !header_name(name) {
+            cx.bad(None, Some(format!("identity.claim_headers.{name}")), "expected a header name");
+            continue;
+        }
+        claim_headers.push((name.to_ascii_lowercase(), claim.split('.').map(str::to_string).collect()));
+    }
+    let identity = Identity { subject_header, claim_headers };
 
     // [[route]]
     let mut routes = Vec::with_capacity(f.route.len());
@@ -316,6 +360,7 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         session,
         logout,
         csrf,
+        identity,
         warnings,
     })
 }
@@ -680,4 +725,27 @@ mod tests {
             assert!(!is_same_origin_path(bad), "{bad}");
         }
     }
+}
+
+/// Reads Next's `server-reference-manifest.json`: each action id (under `node` and
+/// `edge`) with the entry names in its `workers` (e.g. `app/premium/page`). The
+/// manifest's `encryptionKey` is not kept.
+fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for runtime in ["node", "edge"] {
+        let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else { continue };
+        for (id, a) in actions {
+            let workers: Vec<String> = a.get("workers").and_then(|w| w.as_object()).map(|w| w.keys().cloned().collect()).unwrap_or_default();
+            match out.iter_mut().find(|(i, _)| i == id) {
+                Some((_, w)) => w.extend(workers),
+                None => out.push((id.clone(), workers)),
+            }
+        }
+    }
+    if v.get("node").is_none() && v.get("edge").is_none() {
+        return Err("expected a server-reference-manifest with \"node\"/\"edge\" action maps".to_string());
+    }
+    Ok(out)
 }

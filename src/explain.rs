@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::Config;
+use crate::access::{self, ActionIndex, Verdict};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ClaimPredicate, ClaimTest, Config, OnDeny, Require};
+use crate::session::{Outcome, SessionEngine};
 use crate::hygiene;
 use crate::matcher::{path, RequestParts};
 
@@ -66,6 +69,7 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
         headers: &headers,
     };
     let first = cfg.rules.first_match(&parts);
+    let headers = headers.clone();
     for report in cfg.rules.explain(&parts) {
         let name = cfg.routes.get(report.rule).map_or("?", |r| r.name.as_str());
         let verdict = if Some(report.rule) == first {
@@ -93,7 +97,88 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
             let _ = writeln!(out, "=> {method} {normalised} matches no rule: proxied with hygiene only, no session work");
         }
     }
+    explain_access(cfg, first, &headers, &mut out);
     Ok(out)
+}
+
+/// The requirements that apply (the route's own and a posted Server Action's) and,
+/// when the request carries a session cookie, whether it would pass them. Never prints
+/// a token, a secret or the manifest's key.
+fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: &mut String) {
+    let mut owners: Vec<usize> = route.filter(|i| cfg.routes.get(*i).is_some_and(|r| r.handles_sessions() && r.require.is_some())).into_iter().collect();
+    if let Some(id) = headers.get("next-action").and_then(|v| v.to_str().ok()) {
+        let index = ActionIndex::build(&cfg.nextjs.actions, &cfg.rules);
+        match index.routes_of(id.trim()) {
+            Some(rs) => {
+                for r in rs {
+                    let name = cfg.routes.get(*r).map_or("?", |x| x.name.as_str());
+                    let _ = writeln!(out, "Server Action {} is defined by a page of route[{r}] \"{name}\": its requirements apply here too", id.trim());
+                    owners.push(*r);
+                }
+            }
+            None if cfg.nextjs.deny_unknown_actions => {
+                let _ = writeln!(out, "Server Action {} is not in the manifest: refused (unknown_actions = \"deny\")", id.trim());
+            }
+            None => {
+                let _ = writeln!(out, "Server Action {} is not in the manifest", id.trim());
+            }
+        }
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    if owners.is_empty() {
+        return;
+    }
+    let cookie = crate::hygiene::merged_cookie(headers);
+    let engine = cfg.session.as_ref().and_then(|s| SessionEngine::new(s).ok());
+    let claims = match (&cookie, &engine) {
+        (Some(c), Some(e)) => {
+            let d = e.process(Some(c), SystemClock.now_unix(), false);
+            if d.outcome != Outcome::Valid {
+                let _ = writeln!(out, "session cookie: {}", d.outcome.as_str());
+            }
+            d.claims
+        }
+        _ => None,
+    };
+    for i in owners {
+        let Some(r) = cfg.routes.get(i) else { continue };
+        let Some(req) = &r.require else { continue };
+        let preds: Vec<String> = req.claims.iter().map(describe).collect();
+        let what = if preds.is_empty() { "a valid session".to_string() } else { format!("claims {}", preds.join(", ")) };
+        let _ = writeln!(out, "route[{i}] \"{}\" requires: {what}", r.name);
+        let deny = match &r.on_deny {
+            OnDeny::Redirect(p) => format!("on_deny redirect {p}"),
+            OnDeny::Status(s) => format!("on_deny status {s}"),
+        };
+        match &claims {
+            None if cookie.is_none() || engine.is_none() => {
+                let _ = writeln!(out, "    no session cookie: would get the login answer");
+            }
+            None => {
+                let _ = writeln!(out, "    no valid session: would get the login answer");
+            }
+            Some(c) => {
+                let failed: Vec<String> = req.claims.iter().filter(|p| access::evaluate([&Require { session: true, claims: vec![(*p).clone()] }], Some(c)) != Verdict::Allow).map(describe).collect();
+                if failed.is_empty() {
+                    let _ = writeln!(out, "    passes");
+                } else {
+                    let _ = writeln!(out, "    fails claims {}: would get {deny}", failed.join(", "));
+                }
+            }
+        }
+    }
+}
+
+fn describe(p: &ClaimPredicate) -> String {
+    let path = p.path.join(".");
+    match &p.test {
+        ClaimTest::Equals(v) => format!("{path} = {v}"),
+        ClaimTest::OneOf(v) => format!("{path} one_of {}", serde_json::Value::Array(v.clone())),
+        ClaimTest::Contains(v) => format!("{path} contains {v}"),
+        ClaimTest::Present(true) => format!("{path} present"),
+        ClaimTest::Present(false) => format!("{path} absent"),
+    }
 }
 
 fn split_target(target: &str) -> Result<(Option<String>, String), String> {

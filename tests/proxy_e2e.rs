@@ -166,6 +166,9 @@ async fn websocket_upgrade_is_proxied() {
     ws.send(tokio_tungstenite::tungstenite::Message::text("hi")).await.unwrap();
     let reply = within("websocket echo", ws.next()).await.unwrap().unwrap();
     assert_eq!(reply.to_text().unwrap(), "echo:hi");
+    // close it, or shutdown would rightly wait for this in-flight connection
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
     h.shutdown().await;
 }
 

@@ -18,10 +18,19 @@ fn rules(n: usize) -> Vec<MatcherSpec> {
             2 => format!("/page{i}"),
             _ => format!("/api/v{i}/:resource/:id?"),
         };
-        out.push(MatcherSpec { sources: vec![SourceSpec { source, ..Default::default() }], ..Default::default() });
+        out.push(MatcherSpec {
+            sources: vec![SourceSpec {
+                source,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
     }
     out.push(MatcherSpec {
-        sources: vec![SourceSpec { source: "/((?!api|_next/static|_next/image|favicon.ico).*)".into(), ..Default::default() }],
+        sources: vec![SourceSpec {
+            source: "/((?!api|_next/static|_next/image|favicon.ico).*)".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     out
@@ -34,11 +43,21 @@ fn bench(c: &mut Criterion) {
         let set = RuleSet::build(&rules(n), &NextOptions::default()).expect("rules compile");
         // a hit on the last section rule, a data route, and a miss that falls to the catch-all
         let last = (n - 2) / 4 * 4;
-        let paths = [format!("/section{last}/a/b"), format!("/_next/data/b1/page{}.json", 2), "/nothing/here".to_string()];
+        let paths = [
+            format!("/section{last}/a/b"),
+            format!("/_next/data/b1/page{}.json", 2),
+            "/nothing/here".to_string(),
+        ];
         g.bench_with_input(BenchmarkId::from_parameter(n), &paths, |b, paths| {
             b.iter(|| {
                 for p in paths {
-                    let req = RequestParts { method: "GET", host: Some("app.test"), path: p, query: None, headers: &headers };
+                    let req = RequestParts {
+                        method: "GET",
+                        host: Some("app.test"),
+                        path: p,
+                        query: None,
+                        headers: &headers,
+                    };
                     black_box(set.first_match(black_box(&req)));
                 }
             })

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair};
-use rotagate::config::{CookieAttributes, KeySpec, Reissue, SameSite, Session, SessionMode, TokenFormat};
+use rotagate::config::{
+    CookieAttributes, KeySpec, Reissue, SameSite, Session, SessionMode, TokenFormat,
+};
 use rotagate::secret::Secret;
 use rotagate::session::SessionEngine;
 use serde_json::json;
@@ -23,11 +25,26 @@ fn pem(tag: &str, der: &[u8]) -> Vec<u8> {
 
 fn spec(alg: &str) -> KeySpec {
     let rng = ring::rand::SystemRandom::new();
-    let mut k = KeySpec { kid: Some("k1".into()), alg: alg.into(), secret: None, private_key_pem: None, public_key_pem: None, origin: "bench".into() };
+    let mut k = KeySpec {
+        kid: Some("k1".into()),
+        alg: alg.into(),
+        secret: None,
+        private_key_pem: None,
+        public_key_pem: None,
+        origin: "bench".into(),
+    };
     match alg {
-        "HS256" => k.secret = Some(Secret::new(b"bench-secret-bench-secret-bench-secret!!".to_vec())),
+        "HS256" => {
+            k.secret = Some(Secret::new(
+                b"bench-secret-bench-secret-bench-secret!!".to_vec(),
+            ))
+        }
         "ES256" => {
-            let der = EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("keygen");
+            let der = EcdsaKeyPair::generate_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &rng,
+            )
+            .expect("keygen");
             k.private_key_pem = Some(Secret::new(pem("PRIVATE KEY", der.as_ref())));
         }
         "EdDSA" => {
@@ -53,12 +70,24 @@ fn authjs_engine(format: TokenFormat) -> SessionEngine {
         idle_timeout: None,
         leeway: Duration::from_secs(15),
         mode: SessionMode::Reissue(Reissue {
-            cookie: if format == TokenFormat::Authjs { "authjs.session-token".into() } else { "next-auth.session-token".into() },
+            cookie: if format == TokenFormat::Authjs {
+                "authjs.session-token".into()
+            } else {
+                "next-auth.session-token".into()
+            },
             format,
-            attributes: CookieAttributes { path: "/".into(), domain: None, secure: false, http_only: true, same_site: SameSite::Lax },
+            attributes: CookieAttributes {
+                path: "/".into(),
+                domain: None,
+                secure: false,
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
             chunk_size: 3936,
             keys: vec![],
-            secrets: vec![Secret::new(b"bench-auth-secret-bench-auth-secret!!".to_vec())],
+            secrets: vec![Secret::new(
+                b"bench-auth-secret-bench-auth-secret!!".to_vec(),
+            )],
         }),
     };
     SessionEngine::new(&s).expect("engine")
@@ -74,7 +103,13 @@ fn engine(alg: &str) -> SessionEngine {
         mode: SessionMode::Reissue(Reissue {
             cookie: "session".into(),
             format: TokenFormat::Jwt,
-            attributes: CookieAttributes { path: "/".into(), domain: None, secure: true, http_only: true, same_site: SameSite::Lax },
+            attributes: CookieAttributes {
+                path: "/".into(),
+                domain: None,
+                secure: true,
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
             chunk_size: 3936,
             keys: vec![spec(alg)],
             secrets: vec![],
@@ -88,24 +123,47 @@ fn bench(c: &mut Criterion) {
     for alg in ["HS256", "ES256", "EdDSA", "RS256"] {
         let e = engine(alg);
         let claims = json!({"sub": "u1", "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["reader", "writer"], "iat": NOW - 600, "exp": NOW + 3000});
-        let token = e.seal(claims.as_object().expect("object"), "session").expect("seal");
+        let token = e
+            .seal(claims.as_object().expect("object"), "session")
+            .expect("seal");
         let cookie = format!("theme=dark; session={token}; other=1");
-        assert_eq!(e.process(Some(&cookie), NOW, true).outcome.as_str(), "rotated", "{alg}: setup must rotate");
+        assert_eq!(
+            e.process(Some(&cookie), NOW, true).outcome.as_str(),
+            "rotated",
+            "{alg}: setup must rotate"
+        );
         if alg == "RS256" {
             g.sample_size(20).measurement_time(Duration::from_secs(3));
         }
-        g.bench_function(alg, |b| b.iter(|| black_box(e.process(black_box(Some(&cookie)), NOW, true))));
+        g.bench_function(alg, |b| {
+            b.iter(|| black_box(e.process(black_box(Some(&cookie)), NOW, true)))
+        });
     }
     g.finish();
 
     let mut g = c.benchmark_group("authjs_open_and_reseal");
-    for (label, format, cookie) in [("authjs_v5", TokenFormat::Authjs, "authjs.session-token"), ("authjs_v4", TokenFormat::AuthjsV4, "next-auth.session-token")] {
+    for (label, format, cookie) in [
+        ("authjs_v5", TokenFormat::Authjs, "authjs.session-token"),
+        (
+            "authjs_v4",
+            TokenFormat::AuthjsV4,
+            "next-auth.session-token",
+        ),
+    ] {
         let e = authjs_engine(format);
         let claims = json!({"name": "Ada Lovelace", "email": "ada@example.com", "picture": "https://example.com/a.png", "sub": "8d1e0c0a-2f4b-4bb4-9d55-0c4a9e3f1a2b", "iat": NOW - 600, "exp": NOW + 86_400, "jti": "4f1c"});
-        let token = e.seal(claims.as_object().expect("object"), cookie).expect("seal");
+        let token = e
+            .seal(claims.as_object().expect("object"), cookie)
+            .expect("seal");
         let header = format!("theme=dark; {cookie}={token}");
-        assert_eq!(e.process(Some(&header), NOW, true).outcome.as_str(), "rotated", "{label}: setup must rotate");
-        g.bench_function(label, |b| b.iter(|| black_box(e.process(black_box(Some(&header)), NOW, true))));
+        assert_eq!(
+            e.process(Some(&header), NOW, true).outcome.as_str(),
+            "rotated",
+            "{label}: setup must rotate"
+        );
+        g.bench_function(label, |b| {
+            b.iter(|| black_box(e.process(black_box(Some(&header)), NOW, true)))
+        });
     }
     g.finish();
 }

@@ -45,13 +45,18 @@ fn holds(p: &ClaimPredicate, claims: &Map<String, Value>) -> bool {
 
 /// Evaluates every requirement (all must hold) against the claims of a verified
 /// session (`None`: no valid session).
-pub fn evaluate<'a>(requires: impl IntoIterator<Item = &'a Require>, claims: Option<&Map<String, Value>>) -> Verdict {
+pub fn evaluate<'a>(
+    requires: impl IntoIterator<Item = &'a Require>,
+    claims: Option<&Map<String, Value>>,
+) -> Verdict {
     let mut verdict = Verdict::Allow;
     for r in requires {
         if !r.session && r.claims.is_empty() {
             continue;
         }
-        let Some(c) = claims else { return Verdict::Login };
+        let Some(c) = claims else {
+            return Verdict::Login;
+        };
         if !r.claims.iter().all(|p| holds(p, c)) {
             verdict = Verdict::Deny;
         }
@@ -63,8 +68,15 @@ pub fn evaluate<'a>(requires: impl IntoIterator<Item = &'a Require>, claims: Opt
 pub fn deny_answer(kind: Kind, on_deny: &OnDeny, base_path: &str) -> Answer {
     let strip = |p: &str| -> String {
         match p.strip_prefix(base_path) {
-            Some(r) if !base_path.is_empty() && (r.is_empty() || r.starts_with('/') || r.starts_with('?')) => {
-                if r.is_empty() { "/".to_string() } else { r.to_string() }
+            Some(r)
+                if !base_path.is_empty()
+                    && (r.is_empty() || r.starts_with('/') || r.starts_with('?')) =>
+            {
+                if r.is_empty() {
+                    "/".to_string()
+                } else {
+                    r.to_string()
+                }
             }
             _ => p.to_string(),
         }
@@ -116,10 +128,15 @@ pub struct ActionIndex {
 /// by a placeholder that any `:param` matches.
 pub fn entry_path(entry: &str) -> String {
     let e = entry.strip_prefix("app").unwrap_or(entry);
-    let e = e.strip_suffix("/page").or_else(|| e.strip_suffix("/route")).unwrap_or(e);
+    let e = e
+        .strip_suffix("/page")
+        .or_else(|| e.strip_suffix("/route"))
+        .unwrap_or(e);
     let segs: Vec<&str> = e
         .split('/')
-        .filter(|s| !s.is_empty() && !(s.starts_with('(') && s.ends_with(')')) && !s.starts_with('@'))
+        .filter(|s| {
+            !s.is_empty() && !(s.starts_with('(') && s.ends_with(')')) && !s.starts_with('@')
+        })
         .map(|s| if s.starts_with('[') { "_" } else { s })
         .collect();
     format!("/{}", segs.join("/"))
@@ -136,7 +153,13 @@ impl ActionIndex {
                 .iter()
                 .filter_map(|w| {
                     let path = entry_path(w);
-                    rules.first_match(&RequestParts { method: "POST", host: None, path: &path, query: None, headers: &headers })
+                    rules.first_match(&RequestParts {
+                        method: "POST",
+                        host: None,
+                        path: &path,
+                        query: None,
+                        headers: &headers,
+                    })
                 })
                 .collect();
             rs.sort_unstable();
@@ -171,21 +194,36 @@ impl ActionIndex {
 pub fn may_be_form_action(method: &http::Method, headers: &HeaderMap) -> bool {
     method == http::Method::POST
         && !headers.contains_key("next-action")
-        && headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("multipart/form-data") || ct.starts_with("application/x-www-form-urlencoded")
-        })
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let ct = ct.to_ascii_lowercase();
+                ct.starts_with("multipart/form-data")
+                    || ct.starts_with("application/x-www-form-urlencoded")
+            })
 }
 
 /// CSRF verdict for an unsafe request: `Sec-Fetch-Site` must be `same-origin` or
 /// `same-site`; without it, `Origin` must be the public origin (or, when none is
 /// configured, the request's own host) or an allowed origin; with neither header
 /// (non-browser clients) the request passes unless `require_origin` is set.
-pub fn csrf_ok(headers: &HeaderMap, public_origin: Option<&Origin>, host: Option<&str>, cfg: &Csrf) -> bool {
+pub fn csrf_ok(
+    headers: &HeaderMap,
+    public_origin: Option<&Origin>,
+    host: Option<&str>,
+    cfg: &Csrf,
+) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return matches!(site.trim().to_ascii_lowercase().as_str(), "same-origin" | "same-site");
+        return matches!(
+            site.trim().to_ascii_lowercase().as_str(),
+            "same-origin" | "same-site"
+        );
     }
-    let Some(origin) = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
         return !cfg.require_origin;
     };
     let origin = origin.trim().to_ascii_lowercase();
@@ -196,14 +234,20 @@ pub fn csrf_ok(headers: &HeaderMap, public_origin: Option<&Origin>, host: Option
         Some(o) => o.serialize() == origin,
         // no public origin configured: the Origin's host[:port] must be the Host asked for
         None => host.is_some_and(|h| {
-            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).is_some_and(|rest| rest == h.to_ascii_lowercase())
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|rest| rest == h.to_ascii_lowercase())
         }),
     }
 }
 
 /// Methods that change state (everything but GET, HEAD, OPTIONS, TRACE).
 pub fn is_unsafe(method: &http::Method) -> bool {
-    !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE)
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
 }
 
 #[cfg(test)]
@@ -213,22 +257,94 @@ mod tests {
     use serde_json::json;
 
     fn pred(path: &str, test: ClaimTest) -> ClaimPredicate {
-        ClaimPredicate { path: path.split('.').map(str::to_string).collect(), test }
+        ClaimPredicate {
+            path: path.split('.').map(str::to_string).collect(),
+            test,
+        }
     }
 
     #[test]
     fn claim_predicates() {
         let c = json!({"has_access": true, "plan": "pro", "roles": ["admin", "dev"], "org": {"tier": "gold"}, "email_verified": "2026-01-01"});
         let c = c.as_object().unwrap();
-        let req = |p: Vec<ClaimPredicate>| Require { session: true, claims: p };
-        assert_eq!(evaluate([&req(vec![pred("has_access", ClaimTest::Equals(json!(true)))])], Some(c)), Verdict::Allow);
-        assert_eq!(evaluate([&req(vec![pred("plan", ClaimTest::OneOf(vec![json!("team"), json!("pro")]))])], Some(c)), Verdict::Allow);
-        assert_eq!(evaluate([&req(vec![pred("roles", ClaimTest::Contains(json!("admin")))])], Some(c)), Verdict::Allow);
-        assert_eq!(evaluate([&req(vec![pred("email_verified", ClaimTest::Present(true))])], Some(c)), Verdict::Allow);
-        assert_eq!(evaluate([&req(vec![pred("org.tier", ClaimTest::Equals(json!("gold")))])], Some(c)), Verdict::Allow);
-        assert_eq!(evaluate([&req(vec![pred("org.tier", ClaimTest::Equals(json!("silver")))])], Some(c)), Verdict::Deny);
-        assert_eq!(evaluate([&req(vec![pred("roles", ClaimTest::Contains(json!("owner")))])], Some(c)), Verdict::Deny);
-        assert_eq!(evaluate([&req(vec![pred("missing", ClaimTest::Present(false))])], Some(c)), Verdict::Allow);
+        let req = |p: Vec<ClaimPredicate>| Require {
+            session: true,
+            claims: p,
+        };
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "has_access",
+                    ClaimTest::Equals(json!(true))
+                )])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "plan",
+                    ClaimTest::OneOf(vec![json!("team"), json!("pro")])
+                )])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "roles",
+                    ClaimTest::Contains(json!("admin"))
+                )])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred("email_verified", ClaimTest::Present(true))])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "org.tier",
+                    ClaimTest::Equals(json!("gold"))
+                )])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "org.tier",
+                    ClaimTest::Equals(json!("silver"))
+                )])],
+                Some(c)
+            ),
+            Verdict::Deny
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred(
+                    "roles",
+                    ClaimTest::Contains(json!("owner"))
+                )])],
+                Some(c)
+            ),
+            Verdict::Deny
+        );
+        assert_eq!(
+            evaluate(
+                [&req(vec![pred("missing", ClaimTest::Present(false))])],
+                Some(c)
+            ),
+            Verdict::Allow
+        );
         assert_eq!(evaluate([&req(vec![])], None), Verdict::Login);
         assert_eq!(evaluate([&Require::default()], None), Verdict::Allow);
     }
@@ -238,7 +354,10 @@ mod tests {
         assert_eq!(entry_path("app/premium/page"), "/premium");
         assert_eq!(entry_path("app/(shop)/premium/[id]/page"), "/premium/_");
         assert_eq!(entry_path("app/page"), "/");
-        assert_eq!(entry_path("app/@modal/(.)photo/[...slug]/page"), "/(.)photo/_");
+        assert_eq!(
+            entry_path("app/@modal/(.)photo/[...slug]/page"),
+            "/(.)photo/_"
+        );
         assert_eq!(entry_path("app/api/things/route"), "/api/things");
     }
 
@@ -248,10 +367,14 @@ mod tests {
         assert_eq!(deny_answer(Kind::Navigation, &r, "").status, 303);
         let a = deny_answer(Kind::ServerAction, &r, "");
         assert_eq!(a.status, 200);
-        assert!(a.headers.contains(&("x-action-redirect", "/pricing;push".into())));
+        assert!(a
+            .headers
+            .contains(&("x-action-redirect", "/pricing;push".into())));
         let a = deny_answer(Kind::ServerAction, &OnDeny::Status(403), "");
         assert_eq!((a.status, &a.body[..]), (403, &b"forbidden"[..]));
-        assert!(a.headers.contains(&("content-type", "text/plain; charset=utf-8".into())));
+        assert!(a
+            .headers
+            .contains(&("content-type", "text/plain; charset=utf-8".into())));
         let a = deny_answer(Kind::Fetch, &OnDeny::Status(403), "");
         assert_eq!(&a.body[..], br#"{"error":"forbidden"}"#);
     }
@@ -266,18 +389,80 @@ mod tests {
 
     #[test]
     fn csrf_rules() {
-        let origin = Origin { scheme: "https".into(), host: "app.example.com".into(), port: None };
+        let origin = Origin {
+            scheme: "https".into(),
+            host: "app.example.com".into(),
+            port: None,
+        };
         let cfg = Csrf::default();
-        assert!(csrf_ok(&h(&[("sec-fetch-site", "same-origin")]), Some(&origin), None, &cfg));
-        assert!(!csrf_ok(&h(&[("sec-fetch-site", "cross-site"), ("origin", "https://app.example.com")]), Some(&origin), None, &cfg));
-        assert!(csrf_ok(&h(&[("origin", "https://app.example.com")]), Some(&origin), None, &cfg));
-        assert!(!csrf_ok(&h(&[("origin", "https://evil.example")]), Some(&origin), None, &cfg));
-        assert!(!csrf_ok(&h(&[("origin", "null")]), Some(&origin), None, &cfg));
+        assert!(csrf_ok(
+            &h(&[("sec-fetch-site", "same-origin")]),
+            Some(&origin),
+            None,
+            &cfg
+        ));
+        assert!(!csrf_ok(
+            &h(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://app.example.com")
+            ]),
+            Some(&origin),
+            None,
+            &cfg
+        ));
+        assert!(csrf_ok(
+            &h(&[("origin", "https://app.example.com")]),
+            Some(&origin),
+            None,
+            &cfg
+        ));
+        assert!(!csrf_ok(
+            &h(&[("origin", "https://evil.example")]),
+            Some(&origin),
+            None,
+            &cfg
+        ));
+        assert!(!csrf_ok(
+            &h(&[("origin", "null")]),
+            Some(&origin),
+            None,
+            &cfg
+        ));
         assert!(csrf_ok(&h(&[]), Some(&origin), None, &cfg));
-        assert!(!csrf_ok(&h(&[]), Some(&origin), None, &Csrf { require_origin: true, ..Default::default() }));
-        assert!(csrf_ok(&h(&[("origin", "http://127.0.0.1:8080")]), None, Some("127.0.0.1:8080"), &cfg));
-        assert!(!csrf_ok(&h(&[("origin", "http://evil:8080")]), None, Some("127.0.0.1:8080"), &cfg));
-        let allowed = Csrf { allowed_origins: vec![Origin { scheme: "https".into(), host: "admin.example.com".into(), port: None }], require_origin: false };
-        assert!(csrf_ok(&h(&[("origin", "https://admin.example.com")]), Some(&origin), None, &allowed));
+        assert!(!csrf_ok(
+            &h(&[]),
+            Some(&origin),
+            None,
+            &Csrf {
+                require_origin: true,
+                ..Default::default()
+            }
+        ));
+        assert!(csrf_ok(
+            &h(&[("origin", "http://127.0.0.1:8080")]),
+            None,
+            Some("127.0.0.1:8080"),
+            &cfg
+        ));
+        assert!(!csrf_ok(
+            &h(&[("origin", "http://evil:8080")]),
+            None,
+            Some("127.0.0.1:8080"),
+            &cfg
+        ));
+        let allowed = Csrf {
+            allowed_origins: vec![Origin {
+                scheme: "https".into(),
+                host: "admin.example.com".into(),
+                port: None,
+            }],
+            require_origin: false,
+        };
+        assert!(csrf_ok(
+            &h(&[("origin", "https://admin.example.com")]),
+            Some(&origin),
+            None,
+            &allowed
+        ));
     }
 }

@@ -55,7 +55,10 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -73,12 +76,19 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".to_string()),
         // no store yet: ready as soon as a configuration is in force
         "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(),
+        ),
         "/config" => {
             let after = req
                 .uri()
                 .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after_attempts=")))
+                .and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("after_attempts="))
+                })
                 .and_then(|v| v.parse::<u64>().ok());
             let mut rx = shared.status();
             if let Some(n) = after {
@@ -87,6 +97,10 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             let s = rx.borrow().clone();
             reply(StatusCode::OK, "application/json", status_json(&s))
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     }
 }

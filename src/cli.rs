@@ -57,7 +57,11 @@ impl Signals {
     pub fn install() -> Result<Signals, String> {
         use tokio::signal::unix::{signal, SignalKind};
         let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
-        Ok(Signals { hup: sig(SignalKind::hangup())?, term: sig(SignalKind::terminate())?, int: sig(SignalKind::interrupt())? })
+        Ok(Signals {
+            hup: sig(SignalKind::hangup())?,
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+        })
     }
 
     /// Reloads on SIGHUP until SIGTERM or SIGINT, then drains and returns.
@@ -82,6 +86,8 @@ impl Signals {
 /// 32 random bytes, base64url without padding: a secret for `env:`/`file:` references.
 pub fn keygen() -> Result<String, String> {
     let mut buf = [0u8; 32];
-    SystemRandom::new().fill(&mut buf).map_err(|_| "the system random generator failed".to_string())?;
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| "the system random generator failed".to_string())?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }

@@ -17,7 +17,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_unix(&self) -> u64 {
         // a clock before 1970 is a broken host; treat it as the epoch rather than panic
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
     }
 }
 

@@ -128,14 +128,18 @@ struct DemoApp {
 
 async fn serve_app(listener: TcpListener, app: Arc<DemoApp>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let app = app.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(app.handle(req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
         });
     }
 }
@@ -147,20 +151,27 @@ fn html(status: u16, body: &str, set_cookie: Option<String>) -> Response<Full<By
          </head><body><h1>rotagate demo app</h1>\
          <p><a href=/>home</a> · <a href=/login>login</a> · <a href=/protected>protected</a> · <a href=/api/whoami>api</a> · <a href=/expire>simulate a backend 401</a></p>{body}</body></html>"
     );
-    let mut b = Response::builder().status(status).header("content-type", "text/html; charset=utf-8");
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", "text/html; charset=utf-8");
     if let Some(c) = set_cookie {
         b = b.header("set-cookie", c);
     }
-    b.body(Full::new(Bytes::from(page))).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    b.body(Full::new(Bytes::from(page)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 fn cookie_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.headers().get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-        v.split(';').find_map(|kv| {
-            let (k, val) = kv.trim().split_once('=')?;
-            (k == name).then_some(val)
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';').find_map(|kv| {
+                let (k, val) = kv.trim().split_once('=')?;
+                (k == name).then_some(val)
+            })
         })
-    })
 }
 
 impl DemoApp {
@@ -228,11 +239,17 @@ impl DemoApp {
     fn verify(&self, token: &str) -> Option<serde_json::Value> {
         let (signing_input, sig) = token.rsplit_once('.')?;
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.secret.expose());
-        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).ok()?;
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .ok()?;
         ring::hmac::verify(&key, signing_input.as_bytes(), &sig).ok()?;
         let payload = signing_input.split('.').nth(1)?;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()?,
+        )
+        .ok()?;
         let exp = claims.get("exp").and_then(|v| v.as_u64())?;
         (exp > self.clock.now_unix()).then_some(claims)
     }
@@ -240,7 +257,11 @@ impl DemoApp {
     /// The app's own token minting at login.
     fn sign(&self, claims: &serde_json::Value) -> String {
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let input = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.secret.expose());
         let sig = ring::hmac::sign(&key, input.as_bytes());
         format!("{input}.{}", b64(sig.as_ref()))
@@ -250,10 +271,17 @@ impl DemoApp {
 fn form_value(body: &[u8], name: &str) -> Option<String> {
     std::str::from_utf8(body).ok()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     })
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -7,9 +7,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::access::{self, ActionIndex, Verdict};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClaimPredicate, ClaimTest, Config, OnDeny, Require};
-use crate::session::{Outcome, SessionEngine};
 use crate::hygiene;
 use crate::matcher::{path, RequestParts};
+use crate::session::{Outcome, SessionEngine};
 
 /// A request described on the command line.
 #[derive(Debug, Clone)]
@@ -53,7 +53,10 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
     let normalised = match path::normalise(&raw_path) {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(out, "{method} {raw_path}: refused with 400 before any rule runs ({e})");
+            let _ = writeln!(
+                out,
+                "{method} {raw_path}: refused with 400 before any rule runs ({e})"
+            );
             return Ok(out);
         }
     };
@@ -90,7 +93,11 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
                 out,
                 "=> {method} {normalised} is handled by route[{i}] \"{}\"{}",
                 r.name,
-                if r.bypass { " (bypass: no session work)" } else { " (session handling on)" }
+                if r.bypass {
+                    " (bypass: no session work)"
+                } else {
+                    " (session handling on)"
+                }
             );
         }
         None => {
@@ -105,7 +112,14 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
 /// when the request carries a session cookie, whether it would pass them. Never prints
 /// a token, a secret or the manifest's key.
 fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: &mut String) {
-    let mut owners: Vec<usize> = route.filter(|i| cfg.routes.get(*i).is_some_and(|r| r.handles_sessions() && r.require.is_some())).into_iter().collect();
+    let mut owners: Vec<usize> = route
+        .filter(|i| {
+            cfg.routes
+                .get(*i)
+                .is_some_and(|r| r.handles_sessions() && r.require.is_some())
+        })
+        .into_iter()
+        .collect();
     if let Some(id) = headers.get("next-action").and_then(|v| v.to_str().ok()) {
         let index = ActionIndex::build(&cfg.nextjs.actions, &cfg.rules);
         match index.routes_of(id.trim()) {
@@ -117,7 +131,11 @@ fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: 
                 }
             }
             None if cfg.nextjs.deny_unknown_actions => {
-                let _ = writeln!(out, "Server Action {} is not in the manifest: refused (unknown_actions = \"deny\")", id.trim());
+                let _ = writeln!(
+                    out,
+                    "Server Action {} is not in the manifest: refused (unknown_actions = \"deny\")",
+                    id.trim()
+                );
             }
             None => {
                 let _ = writeln!(out, "Server Action {} is not in the manifest", id.trim());
@@ -130,7 +148,10 @@ fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: 
         return;
     }
     let cookie = crate::hygiene::merged_cookie(headers);
-    let engine = cfg.session.as_ref().and_then(|s| SessionEngine::new(s).ok());
+    let engine = cfg
+        .session
+        .as_ref()
+        .and_then(|s| SessionEngine::new(s).ok());
     let claims = match (&cookie, &engine) {
         (Some(c), Some(e)) => {
             let d = e.process(Some(c), SystemClock.now_unix(), false);
@@ -145,7 +166,11 @@ fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: 
         let Some(r) = cfg.routes.get(i) else { continue };
         let Some(req) = &r.require else { continue };
         let preds: Vec<String> = req.claims.iter().map(describe).collect();
-        let what = if preds.is_empty() { "a valid session".to_string() } else { format!("claims {}", preds.join(", ")) };
+        let what = if preds.is_empty() {
+            "a valid session".to_string()
+        } else {
+            format!("claims {}", preds.join(", "))
+        };
         let _ = writeln!(out, "route[{i}] \"{}\" requires: {what}", r.name);
         let deny = match &r.on_deny {
             OnDeny::Redirect(p) => format!("on_deny redirect {p}"),
@@ -159,11 +184,28 @@ fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: 
                 let _ = writeln!(out, "    no valid session: would get the login answer");
             }
             Some(c) => {
-                let failed: Vec<String> = req.claims.iter().filter(|p| access::evaluate([&Require { session: true, claims: vec![(*p).clone()] }], Some(c)) != Verdict::Allow).map(describe).collect();
+                let failed: Vec<String> = req
+                    .claims
+                    .iter()
+                    .filter(|p| {
+                        access::evaluate(
+                            [&Require {
+                                session: true,
+                                claims: vec![(*p).clone()],
+                            }],
+                            Some(c),
+                        ) != Verdict::Allow
+                    })
+                    .map(describe)
+                    .collect();
                 if failed.is_empty() {
                     let _ = writeln!(out, "    passes");
                 } else {
-                    let _ = writeln!(out, "    fails claims {}: would get {deny}", failed.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "    fails claims {}: would get {deny}",
+                        failed.join(", ")
+                    );
                 }
             }
         }
@@ -185,11 +227,17 @@ fn split_target(target: &str) -> Result<(Option<String>, String), String> {
     if target.starts_with('/') {
         return Ok((None, target.to_string()));
     }
-    let uri: http::Uri = target.parse().map_err(|_| format!("`{target}`: expected a path like /a/b or a URL like https://host/a/b"))?;
+    let uri: http::Uri = target.parse().map_err(|_| {
+        format!("`{target}`: expected a path like /a/b or a URL like https://host/a/b")
+    })?;
     let authority = uri.authority().map(|a| a.to_string());
-    let pq = uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
+    let pq = uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
     if authority.is_none() {
-        return Err(format!("`{target}`: expected a path like /a/b or a URL like https://host/a/b"));
+        return Err(format!(
+            "`{target}`: expected a path like /a/b or a URL like https://host/a/b"
+        ));
     }
     Ok((authority, pq))
 }

@@ -85,7 +85,8 @@ pub fn request_line_ok(peeked: &[u8]) -> Option<bool> {
         return Some(true);
     }
     let mut parts = line.split(|b| *b == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Some(false);
     };
@@ -131,9 +132,15 @@ pub fn forwarded(
     host: Option<&str>,
 ) -> Forwarded {
     let trusted_peer = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
-    let peer_s = peer.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".to_string());
+    let peer_s = peer
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".to_string());
     let header = |name: &str| -> Option<String> {
-        let vals: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let vals: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         if vals.is_empty() {
             None
         } else {
@@ -155,7 +162,11 @@ pub fn forwarded(
             .or_else(|| host.map(str::to_string));
         Forwarded { for_, proto, host }
     } else {
-        Forwarded { for_: peer_s, proto: own_proto.to_string(), host: host.map(str::to_string) }
+        Forwarded {
+            for_: peer_s,
+            proto: own_proto.to_string(),
+            host: host.map(str::to_string),
+        }
     }
 }
 
@@ -192,7 +203,11 @@ pub fn request_host(authority: Option<&str>, headers: &HeaderMap) -> Option<Stri
         rest.split(']').next().unwrap_or("")
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) { h } else { raw }
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
         })
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
@@ -202,12 +217,21 @@ pub fn request_host(authority: Option<&str>, headers: &HeaderMap) -> Option<Stri
 /// `s-maxage`), the `Cache-Control` to send instead: those directives dropped and
 /// `private` added, so no CDN stores someone's session. `None`: leave it.
 pub fn private_cache_control(value: &str) -> Option<String> {
-    let directives: Vec<&str> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
-    let shared = |d: &&str| d.eq_ignore_ascii_case("public") || d.to_ascii_lowercase().starts_with("s-maxage");
+    let directives: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let shared = |d: &&str| {
+        d.eq_ignore_ascii_case("public") || d.to_ascii_lowercase().starts_with("s-maxage")
+    };
     if !directives.iter().any(shared) {
         return None;
     }
-    let mut out: Vec<&str> = directives.into_iter().filter(|d| !shared(d) && !d.eq_ignore_ascii_case("private")).collect();
+    let mut out: Vec<&str> = directives
+        .into_iter()
+        .filter(|d| !shared(d) && !d.eq_ignore_ascii_case("private"))
+        .collect();
     out.insert(0, "private");
     Some(out.join(", "))
 }
@@ -220,14 +244,21 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
 
     #[test]
     fn strips_spoofable_headers() {
-        let h = map(&[("x-rotagate-subject", "admin"), ("x-middleware-subrequest", "m"), ("x-other", "1")]);
+        let h = map(&[
+            ("x-rotagate-subject", "admin"),
+            ("x-middleware-subrequest", "m"),
+            ("x-other", "1"),
+        ]);
         let names = spoofable_names(&h);
         assert_eq!(names.len(), 2);
         assert!(!names.iter().any(|n| n == "x-other"));
@@ -235,8 +266,16 @@ mod tests {
 
     #[test]
     fn hop_by_hop_includes_connection_listed() {
-        let h = map(&[("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("keep-alive", "5"), ("te", "trailers")]);
-        let names: Vec<String> = hop_by_hop_names(&h, false).iter().map(|n| n.to_string()).collect();
+        let h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+        ]);
+        let names: Vec<String> = hop_by_hop_names(&h, false)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert!(names.contains(&"x-secret".to_string()));
         assert!(names.contains(&"keep-alive".to_string()));
         assert!(names.contains(&"connection".to_string()));
@@ -252,16 +291,43 @@ mod tests {
 
     #[test]
     fn forwarded_untrusted_replaces() {
-        let h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")]);
-        let f = forwarded(&h, Some("10.1.2.3".parse().unwrap()), &[], "http", Some("app.test"));
-        assert_eq!(f, Forwarded { for_: "10.1.2.3".into(), proto: "http".into(), host: Some("app.test".into()) });
+        let h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        let f = forwarded(
+            &h,
+            Some("10.1.2.3".parse().unwrap()),
+            &[],
+            "http",
+            Some("app.test"),
+        );
+        assert_eq!(
+            f,
+            Forwarded {
+                for_: "10.1.2.3".into(),
+                proto: "http".into(),
+                host: Some("app.test".into())
+            }
+        );
     }
 
     #[test]
     fn forwarded_trusted_appends() {
-        let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "app.example.com")]);
+        let h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example.com"),
+        ]);
         let trusted = ["10.0.0.0/8".parse().unwrap()];
-        let f = forwarded(&h, Some("10.1.2.3".parse().unwrap()), &trusted, "http", Some("internal"));
+        let f = forwarded(
+            &h,
+            Some("10.1.2.3".parse().unwrap()),
+            &trusted,
+            "http",
+            Some("internal"),
+        );
         assert_eq!(f.for_, "1.2.3.4, 10.1.2.3");
         assert_eq!(f.proto, "https");
         assert_eq!(f.host.as_deref(), Some("app.example.com"));
@@ -283,15 +349,24 @@ mod tests {
 
     #[test]
     fn shared_cacheable_responses_become_private() {
-        assert_eq!(private_cache_control("public, max-age=60").as_deref(), Some("private, max-age=60"));
-        assert_eq!(private_cache_control("max-age=60, s-maxage=600").as_deref(), Some("private, max-age=60"));
+        assert_eq!(
+            private_cache_control("public, max-age=60").as_deref(),
+            Some("private, max-age=60")
+        );
+        assert_eq!(
+            private_cache_control("max-age=60, s-maxage=600").as_deref(),
+            Some("private, max-age=60")
+        );
         assert_eq!(private_cache_control("no-store"), None);
         assert_eq!(private_cache_control("private, max-age=5"), None);
     }
 
     #[test]
     fn request_lines() {
-        assert_eq!(request_line_ok(b"GET / HTTP/1.1\r\nHost: x\r\n"), Some(true));
+        assert_eq!(
+            request_line_ok(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Some(true)
+        );
         assert_eq!(request_line_ok(b"\r\nPOST /a?b HTTP/1.0\r\n"), Some(true));
         assert_eq!(request_line_ok(b"PRI * HTTP/2.0\r\n\r\nSM"), Some(true));
         assert_eq!(request_line_ok(b"GARBAGE\r\n\r\n"), Some(false));
@@ -305,6 +380,9 @@ mod tests {
     #[test]
     fn header_block_size_counts_everything() {
         let h = map(&[("a", "bc")]);
-        assert_eq!(header_block_size("GET", 1, &h), 3 + 1 + 1 + 11 + 1 + 2 + 2 + 2 + 2);
+        assert_eq!(
+            header_block_size("GET", 1, &h),
+            3 + 1 + 1 + 11 + 1 + 2 + 2 + 2 + 2
+        );
     }
 }

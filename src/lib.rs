@@ -2,20 +2,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod clock;
-pub mod config;
-pub mod matcher;
-pub mod secret;
-pub mod session;
 pub mod access;
 pub mod admin;
 pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod demo;
 pub mod explain;
+pub mod hygiene;
 pub mod logging;
 pub mod logout;
-pub mod hygiene;
+pub mod matcher;
 pub mod metrics;
 pub mod proxy;
+pub mod secret;
 pub mod server;
+pub mod session;
 pub mod state;

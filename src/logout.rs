@@ -45,14 +45,20 @@ impl Kind {
 }
 
 fn header_is(headers: &HeaderMap, name: &str, want: &str) -> bool {
-    headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.trim().eq_ignore_ascii_case(want)))
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.trim().eq_ignore_ascii_case(want))
+    })
 }
 
 /// Classifies a request by its headers.
 pub fn classify(headers: &HeaderMap) -> Kind {
-    let purpose_prefetch = ["purpose", "sec-purpose"]
-        .iter()
-        .any(|n| headers.get_all(*n).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("prefetch"))));
+    let purpose_prefetch = ["purpose", "sec-purpose"].iter().any(|n| {
+        headers.get_all(*n).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("prefetch"))
+        })
+    });
     if headers.contains_key("next-router-prefetch") || purpose_prefetch {
         return Kind::Prefetch;
     }
@@ -65,7 +71,9 @@ pub fn classify(headers: &HeaderMap) -> Kind {
     if header_is(headers, "x-nextjs-data", "1") {
         return Kind::PagesData;
     }
-    if header_is(headers, "sec-fetch-mode", "navigate") || header_is(headers, "sec-fetch-dest", "document") {
+    if header_is(headers, "sec-fetch-mode", "navigate")
+        || header_is(headers, "sec-fetch-dest", "document")
+    {
         return Kind::Navigation;
     }
     if !headers.contains_key("sec-fetch-mode") && prefers_html(headers) {
@@ -138,7 +146,11 @@ pub fn return_path(path: &str, query: Option<&str>, base_path: &str) -> String {
         page = p.to_string();
     }
     if let Some(p) = page.strip_suffix(".rsc") {
-        page = if p.is_empty() || p == "/index" { "/".to_string() } else { p.to_string() };
+        page = if p.is_empty() || p == "/index" {
+            "/".to_string()
+        } else {
+            p.to_string()
+        };
     }
     if page.is_empty() {
         page = "/".to_string();
@@ -159,11 +171,20 @@ pub fn return_path(path: &str, query: Option<&str>, base_path: &str) -> String {
     safe_return_to(&out)
 }
 
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// `login_url?<param>=<return_to>` (or `&` when the login URL has a query already).
 pub fn login_location(cfg: &Logout, return_to: &str) -> String {
-    let sep = if cfg.login_url.contains('?') { '&' } else { '?' };
+    let sep = if cfg.login_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     format!(
         "{}{sep}{}={}",
         cfg.login_url,
@@ -174,7 +195,10 @@ pub fn login_location(cfg: &Logout, return_to: &str) -> String {
 
 fn strip_base<'a>(path: &'a str, base_path: &str) -> &'a str {
     match path.strip_prefix(base_path) {
-        Some(r) if !base_path.is_empty() && (r.is_empty() || r.starts_with('/') || r.starts_with('?')) => {
+        Some(r)
+            if !base_path.is_empty()
+                && (r.is_empty() || r.starts_with('/') || r.starts_with('?')) =>
+        {
             if r.is_empty() {
                 "/"
             } else {
@@ -205,23 +229,42 @@ pub struct Answer {
 pub fn login_answer(kind: Kind, cfg: &Logout, base_path: &str, return_to: &str) -> Option<Answer> {
     let location = login_location(cfg, return_to);
     let client_location = || strip_base(&location, base_path).to_string();
-    let redirect = |status| Answer { status, headers: vec![("location", location.clone())], set_cookies: Vec::new(), body: Bytes::new() };
+    let redirect = |status| Answer {
+        status,
+        headers: vec![("location", location.clone())],
+        set_cookies: Vec::new(),
+        body: Bytes::new(),
+    };
     let mut a = match kind {
         Kind::Prefetch => return None,
         Kind::Navigation | Kind::Rsc => redirect(303),
         Kind::ServerAction => Answer {
             status: 200,
-            headers: vec![("x-action-redirect", format!("{};replace", client_location())), ("content-type", "text/plain; charset=utf-8".into())],
+            headers: vec![
+                (
+                    "x-action-redirect",
+                    format!("{};replace", client_location()),
+                ),
+                ("content-type", "text/plain; charset=utf-8".into()),
+            ],
             set_cookies: Vec::new(),
             body: Bytes::new(),
         },
         // as Next's own middleware answers a redirected data request: no Location
-        Kind::PagesData => Answer { status: 307, headers: vec![("x-nextjs-redirect", client_location())], set_cookies: Vec::new(), body: Bytes::new() },
+        Kind::PagesData => Answer {
+            status: 307,
+            headers: vec![("x-nextjs-redirect", client_location())],
+            set_cookies: Vec::new(),
+            body: Bytes::new(),
+        },
         Kind::Fetch => Answer {
             status: 401,
             headers: vec![("content-type", "application/json".into())],
             set_cookies: Vec::new(),
-            body: Bytes::from(serde_json::json!({ "error": "session_expired", "login_url": location }).to_string()),
+            body: Bytes::from(
+                serde_json::json!({ "error": "session_expired", "login_url": location })
+                    .to_string(),
+            ),
         },
     };
     a.headers.push(("cache-control", "no-store".into()));
@@ -246,12 +289,21 @@ impl Target {
     pub fn from_clear(c: &ClearCookie) -> Target {
         Target {
             name: c.name.clone(),
-            attributes: CookieAttributes { path: c.path.clone(), domain: c.domain.clone(), secure: false, http_only: true, same_site: SameSite::Lax },
+            attributes: CookieAttributes {
+                path: c.path.clone(),
+                domain: c.domain.clone(),
+                secure: false,
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
         }
     }
 
     fn base(&self) -> &str {
-        self.name.strip_prefix("__Secure-").or_else(|| self.name.strip_prefix("__Host-")).unwrap_or(&self.name)
+        self.name
+            .strip_prefix("__Secure-")
+            .or_else(|| self.name.strip_prefix("__Host-"))
+            .unwrap_or(&self.name)
     }
 }
 
@@ -260,9 +312,13 @@ impl Target {
 pub fn carries_any(pairs: &[(&str, &str)], targets: &[Target]) -> bool {
     targets.iter().any(|t| {
         let base = t.base();
-        [base.to_string(), format!("__Secure-{base}"), format!("__Host-{base}")]
-            .iter()
-            .any(|v| cookies::read(pairs, v).is_some() || pairs.iter().any(|(k, _)| k == v))
+        [
+            base.to_string(),
+            format!("__Secure-{base}"),
+            format!("__Host-{base}"),
+        ]
+        .iter()
+        .any(|v| cookies::read(pairs, v).is_some() || pairs.iter().any(|(k, _)| k == v))
     })
 }
 
@@ -276,16 +332,27 @@ pub fn deletions(pairs: &[(&str, &str)], targets: &[Target]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in targets {
         let base = t.base();
-        for variant in [base.to_string(), format!("__Secure-{base}"), format!("__Host-{base}")] {
+        for variant in [
+            base.to_string(),
+            format!("__Secure-{base}"),
+            format!("__Host-{base}"),
+        ] {
             let mut names = vec![variant.clone()];
             for (k, _) in pairs {
-                if k.strip_prefix(variant.as_str()).and_then(|r| r.strip_prefix('.')).is_some_and(|n| n.parse::<usize>().is_ok()) && !names.iter().any(|n| n == k) {
+                if k.strip_prefix(variant.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|n| n.parse::<usize>().is_ok())
+                    && !names.iter().any(|n| n == k)
+                {
                     names.push(k.to_string());
                 }
             }
             let mut scopes = vec![t.attributes.clone()];
             if t.attributes.domain.is_some() {
-                scopes.push(CookieAttributes { domain: None, ..t.attributes.clone() });
+                scopes.push(CookieAttributes {
+                    domain: None,
+                    ..t.attributes.clone()
+                });
             }
             for name in &names {
                 for a in &scopes {
@@ -321,33 +388,49 @@ impl LoopBreaker {
     /// after a restart or on another replica simply starts again).
     pub fn new() -> LoopBreaker {
         let rng = ring::rand::SystemRandom::new();
-        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"rotagate-loop-breaker-fallback"));
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"rotagate-loop-breaker-fallback")
+        });
         LoopBreaker { key }
     }
 
     fn mac(&self, count: u32, start: u64) -> String {
-        B64.encode(ring::hmac::sign(&self.key, format!("{count}.{start}").as_bytes()))
+        B64.encode(ring::hmac::sign(
+            &self.key,
+            format!("{count}.{start}").as_bytes(),
+        ))
     }
 
     /// Records one more redirect to login. Returns whether the loop is broken (the
     /// caller answers with [`loop_page`]) and the cookie to append.
-    pub fn record(&self, pairs: &[(&str, &str)], now: u64, cfg: &Logout, secure: bool) -> (bool, String) {
+    pub fn record(
+        &self,
+        pairs: &[(&str, &str)],
+        now: u64,
+        cfg: &Logout,
+        secure: bool,
+    ) -> (bool, String) {
         let window = cfg.loop_window.as_secs().max(1);
-        let previous = pairs.iter().find(|(k, _)| *k == LOOP_COOKIE).and_then(|(_, v)| {
-            let mut it = v.splitn(3, '.');
-            let count: u32 = it.next()?.parse().ok()?;
-            let start: u64 = it.next()?.parse().ok()?;
-            let mac = B64.decode(it.next()?).ok()?;
-            ring::hmac::verify(&self.key, format!("{count}.{start}").as_bytes(), &mac).ok()?;
-            (now < start.saturating_add(window)).then_some((count, start))
-        });
+        let previous = pairs
+            .iter()
+            .find(|(k, _)| *k == LOOP_COOKIE)
+            .and_then(|(_, v)| {
+                let mut it = v.splitn(3, '.');
+                let count: u32 = it.next()?.parse().ok()?;
+                let start: u64 = it.next()?.parse().ok()?;
+                let mac = B64.decode(it.next()?).ok()?;
+                ring::hmac::verify(&self.key, format!("{count}.{start}").as_bytes(), &mac).ok()?;
+                (now < start.saturating_add(window)).then_some((count, start))
+            });
         let (count, start) = match previous {
             Some((c, s)) => (c.saturating_add(1), s),
             None => (1, now),
         };
         let remaining = start.saturating_add(window).saturating_sub(now).max(1);
-        let mut cookie = format!("{LOOP_COOKIE}={count}.{start}.{}; Path=/; Max-Age={remaining}; HttpOnly; SameSite=Lax", self.mac(count, start));
+        let mut cookie = format!(
+            "{LOOP_COOKIE}={count}.{start}.{}; Path=/; Max-Age={remaining}; HttpOnly; SameSite=Lax",
+            self.mac(count, start)
+        );
         if secure {
             cookie.push_str("; Secure");
         }
@@ -379,14 +462,20 @@ pub fn loop_page(cfg: &Logout) -> Answer {
     );
     Answer {
         status: 409,
-        headers: vec![("content-type", "text/html; charset=utf-8".into()), ("cache-control", "no-store".into())],
+        headers: vec![
+            ("content-type", "text/html; charset=utf-8".into()),
+            ("cache-control", "no-store".into()),
+        ],
         set_cookies: Vec::new(),
         body: Bytes::from(body),
     }
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -419,35 +508,85 @@ mod tests {
 
     #[test]
     fn kinds_in_order() {
-        assert_eq!(classify(&h(&[("next-router-prefetch", "1"), ("next-action", "x")])), Kind::Prefetch);
-        assert_eq!(classify(&h(&[("sec-purpose", "prefetch;prerender")])), Kind::Prefetch);
-        assert_eq!(classify(&h(&[("next-action", "abc"), ("rsc", "1")])), Kind::ServerAction);
-        assert_eq!(classify(&h(&[("rsc", "1"), ("sec-fetch-mode", "navigate")])), Kind::Rsc);
+        assert_eq!(
+            classify(&h(&[("next-router-prefetch", "1"), ("next-action", "x")])),
+            Kind::Prefetch
+        );
+        assert_eq!(
+            classify(&h(&[("sec-purpose", "prefetch;prerender")])),
+            Kind::Prefetch
+        );
+        assert_eq!(
+            classify(&h(&[("next-action", "abc"), ("rsc", "1")])),
+            Kind::ServerAction
+        );
+        assert_eq!(
+            classify(&h(&[("rsc", "1"), ("sec-fetch-mode", "navigate")])),
+            Kind::Rsc
+        );
         assert_eq!(classify(&h(&[("x-nextjs-data", "1")])), Kind::PagesData);
-        assert_eq!(classify(&h(&[("sec-fetch-mode", "navigate")])), Kind::Navigation);
-        assert_eq!(classify(&h(&[("sec-fetch-dest", "document")])), Kind::Navigation);
-        assert_eq!(classify(&h(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8")])), Kind::Navigation);
+        assert_eq!(
+            classify(&h(&[("sec-fetch-mode", "navigate")])),
+            Kind::Navigation
+        );
+        assert_eq!(
+            classify(&h(&[("sec-fetch-dest", "document")])),
+            Kind::Navigation
+        );
+        assert_eq!(
+            classify(&h(&[(
+                "accept",
+                "text/html,application/xhtml+xml,*/*;q=0.8"
+            )])),
+            Kind::Navigation
+        );
         assert_eq!(classify(&h(&[("accept", "application/json")])), Kind::Fetch);
         assert_eq!(classify(&h(&[("accept", "*/*")])), Kind::Fetch);
-        assert_eq!(classify(&h(&[("sec-fetch-mode", "cors"), ("accept", "text/html")])), Kind::Fetch);
+        assert_eq!(
+            classify(&h(&[("sec-fetch-mode", "cors"), ("accept", "text/html")])),
+            Kind::Fetch
+        );
         assert_eq!(classify(&h(&[])), Kind::Fetch);
     }
 
     #[test]
     fn return_paths_are_canonical() {
         assert_eq!(return_path("/premium/a", Some("x=1"), ""), "/premium/a?x=1");
-        assert_eq!(return_path("/_next/data/b1/premium/a.json", Some("slug=a"), ""), "/premium/a?slug=a");
+        assert_eq!(
+            return_path("/_next/data/b1/premium/a.json", Some("slug=a"), ""),
+            "/premium/a?slug=a"
+        );
         assert_eq!(return_path("/_next/data/b1/index.json", None, ""), "/");
-        assert_eq!(return_path("/premium/a.rsc", Some("_rsc=abc&x=1"), ""), "/premium/a?x=1");
-        assert_eq!(return_path("/premium/a", Some("_rsc=abc"), ""), "/premium/a");
-        assert_eq!(return_path("/docs/_next/data/b1/a.json", None, "/docs"), "/docs/a");
+        assert_eq!(
+            return_path("/premium/a.rsc", Some("_rsc=abc&x=1"), ""),
+            "/premium/a?x=1"
+        );
+        assert_eq!(
+            return_path("/premium/a", Some("_rsc=abc"), ""),
+            "/premium/a"
+        );
+        assert_eq!(
+            return_path("/docs/_next/data/b1/a.json", None, "/docs"),
+            "/docs/a"
+        );
         assert_eq!(return_path("/docs", None, "/docs"), "/docs");
         assert_eq!(return_path("/x.segments/_tree.segment.rsc", None, ""), "/x");
     }
 
     #[test]
     fn open_redirects_fall_back_to_root() {
-        for bad in ["//evil.com", "/\\evil.com", "https://evil.com", "%2F%2Fevil.com", "/%2F/evil.com", "/%5Cevil.com", "/a\r\nSet-Cookie: x=1", "/a%0d%0aX: y", "javascript:alert(1)", ""] {
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "https://evil.com",
+            "%2F%2Fevil.com",
+            "/%2F/evil.com",
+            "/%5Cevil.com",
+            "/a\r\nSet-Cookie: x=1",
+            "/a%0d%0aX: y",
+            "javascript:alert(1)",
+            "",
+        ] {
             assert_eq!(safe_return_to(bad), "/", "{bad:?}");
         }
         assert_eq!(safe_return_to("/ok/path?x=1"), "/ok/path?x=1");
@@ -455,7 +594,10 @@ mod tests {
 
     #[test]
     fn login_location_encodes_the_return_path() {
-        assert_eq!(login_location(&cfg(), "/premium/a?x=1&y=2"), "/login?callbackUrl=/premium/a%3Fx%3D1%26y%3D2");
+        assert_eq!(
+            login_location(&cfg(), "/premium/a?x=1&y=2"),
+            "/login?callbackUrl=/premium/a%3Fx%3D1%26y%3D2"
+        );
         let mut c = cfg();
         c.login_url = "/auth?mode=signin".into();
         assert_eq!(login_location(&c, "/"), "/auth?mode=signin&callbackUrl=/");
@@ -467,20 +609,29 @@ mod tests {
         assert_eq!(login_answer(Kind::Prefetch, &c, "", "/a"), None);
         let nav = login_answer(Kind::Navigation, &c, "", "/a").unwrap();
         assert_eq!(nav.status, 303);
-        assert!(nav.headers.contains(&("location", "/login?callbackUrl=/a".into())));
+        assert!(nav
+            .headers
+            .contains(&("location", "/login?callbackUrl=/a".into())));
         assert!(nav.headers.contains(&("cache-control", "no-store".into())));
         let act = login_answer(Kind::ServerAction, &c, "", "/a").unwrap();
         assert_eq!(act.status, 200);
-        assert!(act.headers.contains(&("x-action-redirect", "/login?callbackUrl=/a;replace".into())));
+        assert!(act
+            .headers
+            .contains(&("x-action-redirect", "/login?callbackUrl=/a;replace".into())));
         assert!(!act.headers.iter().any(|(k, _)| *k == "location"));
         let mut based = c.clone();
         based.login_url = "/docs/login".into();
         let data = login_answer(Kind::PagesData, &based, "/docs", "/docs/a").unwrap();
-        assert!(data.headers.contains(&("x-nextjs-redirect", "/login?callbackUrl=/docs/a".into())));
+        assert!(data
+            .headers
+            .contains(&("x-nextjs-redirect", "/login?callbackUrl=/docs/a".into())));
         let json = login_answer(Kind::Fetch, &c, "", "/a").unwrap();
         assert_eq!(json.status, 401);
         let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
-        assert_eq!(v, serde_json::json!({"error": "session_expired", "login_url": "/login?callbackUrl=/a"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "session_expired", "login_url": "/login?callbackUrl=/a"})
+        );
     }
 
     #[test]
@@ -493,11 +644,19 @@ mod tests {
             let pairs = cookies::pairs(&pairs_s);
             let (broken, next) = b.record(&pairs, 1000 + i as u64, &c, false);
             assert_eq!(broken, i > 3, "round {i}");
-            assert!(next.starts_with(&format!("{LOOP_COOKIE}={i}.1001.")), "{next}");
+            assert!(
+                next.starts_with(&format!("{LOOP_COOKIE}={i}.1001.")),
+                "{next}"
+            );
             cookie = next;
         }
         // a forged count is ignored
-        let (broken, next) = b.record(&cookies::pairs("rg_login_loop=99.1000.AAAA"), 1001, &c, false);
+        let (broken, next) = b.record(
+            &cookies::pairs("rg_login_loop=99.1000.AAAA"),
+            1001,
+            &c,
+            false,
+        );
         assert!(!broken && next.starts_with("rg_login_loop=1."));
         // after the window the count starts again
         let pairs_s = cookie.split(';').next().unwrap().to_string();

@@ -15,7 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_CONFIG: &str = "config/rotagate.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "rotagate", version, about = "Edge reverse proxy that owns the session cookie life cycle")]
+#[command(
+    name = "rotagate",
+    version,
+    about = "Edge reverse proxy that owns the session cookie life cycle"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value = "pretty", global = true)]
@@ -87,7 +91,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain { config, method, path_or_url, headers } => {
+        Command::Explain {
+            config,
+            method,
+            path_or_url,
+            headers,
+        } => {
             let cfg = match rotagate::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -95,7 +104,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let req = rotagate::explain::ExplainRequest { method, target: path_or_url, headers };
+            let req = rotagate::explain::ExplainRequest {
+                method,
+                target: path_or_url,
+                headers,
+            };
             match rotagate::explain::explain(&cfg, &req) {
                 Ok(text) => {
                     print!("{text}");

@@ -44,16 +44,20 @@ impl Metrics {
         // The names and label sets are static, so construction cannot fail at run time;
         // a failure here is a programming error caught by the unit test below.
         let requests = IntCounterVec::new(
-            Opts::new("rotagate_requests_total", "Requests by route and status class"),
+            Opts::new(
+                "rotagate_requests_total",
+                "Requests by route and status class",
+            ),
             &["route", "status"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
-            HistogramOpts::new("rotagate_request_duration_seconds", "Request duration")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0,
-                ]),
+            HistogramOpts::new("rotagate_request_duration_seconds", "Request duration").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            ),
             &["route"],
         )
         .expect("static metric definition");
@@ -67,20 +71,32 @@ impl Metrics {
             "Generation of the configuration in force",
         )
         .expect("static metric definition");
-        let rotations = IntCounter::new("rotagate_session_rotations_total", "Session tokens re-minted")
-            .expect("static metric definition");
+        let rotations = IntCounter::new(
+            "rotagate_session_rotations_total",
+            "Session tokens re-minted",
+        )
+        .expect("static metric definition");
         let invalid_tokens = IntCounterVec::new(
-            Opts::new("rotagate_session_invalid_total", "Session tokens refused, by reason"),
+            Opts::new(
+                "rotagate_session_invalid_total",
+                "Session tokens refused, by reason",
+            ),
             &["reason"],
         )
         .expect("static metric definition");
         let logouts = IntCounterVec::new(
-            Opts::new("rotagate_logouts_total", "Logouts by reason and answer kind"),
+            Opts::new(
+                "rotagate_logouts_total",
+                "Logouts by reason and answer kind",
+            ),
             &["reason", "kind"],
         )
         .expect("static metric definition");
         let denials = IntCounterVec::new(
-            Opts::new("rotagate_access_denied_total", "Requests refused by access rules"),
+            Opts::new(
+                "rotagate_access_denied_total",
+                "Requests refused by access rules",
+            ),
             &["reason"],
         )
         .expect("static metric definition");

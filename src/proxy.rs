@@ -18,9 +18,9 @@ use pingora::{ErrorSource, ErrorType};
 use crate::config::UpstreamStatusAction;
 use crate::logout::{self, Answer, Kind};
 use crate::matcher::{path, RequestParts};
-use crate::{access, hygiene};
 use crate::session::{self, cookies, Decision, Outcome};
 use crate::state::{Runtime, Shared};
+use crate::{access, hygiene};
 
 /// The proxy: holds the shared state; one instance serves every connection.
 #[derive(Debug, Clone)]
@@ -74,7 +74,12 @@ struct BodyRewrite {
 impl Ctx {
     fn route_name(&self) -> &str {
         match self.route {
-            Some(i) => self.rt.config.routes.get(i).map_or("-", |r| r.name.as_str()),
+            Some(i) => self
+                .rt
+                .config
+                .routes
+                .get(i)
+                .map_or("-", |r| r.name.as_str()),
             None => "-",
         }
     }
@@ -95,7 +100,9 @@ pub(crate) async fn respond(
     }
     resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only || body.is_empty()).await?;
+    session
+        .write_response_header(Box::new(resp), head_only || body.is_empty())
+        .await?;
     if !head_only && !body.is_empty() {
         session.write_response_body(Some(body), true).await?;
     }
@@ -115,7 +122,10 @@ async fn respond_text(session: &mut Session, status: u16, text: &str) -> Result<
     respond(
         session,
         status,
-        &[("content-type", "text/plain; charset=utf-8".to_string()), ("cache-control", "no-store".to_string())],
+        &[
+            ("content-type", "text/plain; charset=utf-8".to_string()),
+            ("cache-control", "no-store".to_string()),
+        ],
         Bytes::from(format!("{text}\n")),
     )
     .await
@@ -142,7 +152,9 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
         let limit = ctx.rt.config.listen.max_header_bytes;
-        if hygiene::header_block_size(req.method.as_str(), req.raw_path().len(), &req.headers) > limit {
+        if hygiene::header_block_size(req.method.as_str(), req.raw_path().len(), &req.headers)
+            > limit
+        {
             ctx.log_path = "-".to_string();
             respond_text(session, 431, "request header fields too large").await?;
             return Ok(true);
@@ -186,11 +198,16 @@ impl ProxyHttp for Proxy {
         };
         ctx.route = ctx.rt.config.rules.first_match(&parts);
 
-        let handles_sessions = ctx.route.and_then(|i| ctx.rt.config.routes.get(i)).is_some_and(|r| r.handles_sessions());
+        let handles_sessions = ctx
+            .route
+            .and_then(|i| ctx.rt.config.routes.get(i))
+            .is_some_and(|r| r.handles_sessions());
         if let (true, Some(engine)) = (handles_sessions, &ctx.rt.session) {
             let cookie = hygiene::merged_cookie(&req.headers);
-            let may_rotate = session::rotation_allowed(&req.method, &req.headers) && !session.is_upgrade_req();
-            let decision = engine.process(cookie.as_deref(), self.shared.clock.now_unix(), may_rotate);
+            let may_rotate =
+                session::rotation_allowed(&req.method, &req.headers) && !session.is_upgrade_req();
+            let decision =
+                engine.process(cookie.as_deref(), self.shared.clock.now_unix(), may_rotate);
             let m = &self.shared.metrics;
             match decision.outcome {
                 Outcome::Rotated => m.rotations.inc(),
@@ -198,7 +215,9 @@ impl ProxyHttp for Proxy {
                     m.invalid_tokens.with_label_values(&[why.as_str()]).inc();
                     if why.certainly_dead() {
                         // the dead cookie is deleted in the browser: a logout by expiry
-                        m.logouts.with_label_values(&["expired", "cookie_cleared"]).inc();
+                        m.logouts
+                            .with_label_values(&["expired", "cookie_cleared"])
+                            .inc();
                     }
                 }
                 Outcome::None | Outcome::Valid => {}
@@ -222,7 +241,11 @@ impl ProxyHttp for Proxy {
                 if logout::carries_any(&cookies::pairs(&cookie), &ctx.rt.logout_targets) {
                     ctx.logout = Some(LogoutPlan {
                         kind: logout::classify(&req.headers),
-                        return_to: logout::return_path(&ctx.log_path, req.uri.query(), &ctx.rt.config.nextjs.base_path),
+                        return_to: logout::return_path(
+                            &ctx.log_path,
+                            req.uri.query(),
+                            &ctx.rt.config.nextjs.base_path,
+                        ),
                         cookie,
                         on_401,
                         on_403,
@@ -271,9 +294,12 @@ impl ProxyHttp for Proxy {
         for name in hygiene::hop_by_hop_names(&up.headers, upgrade) {
             up.remove_header(&name);
         }
-        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let host = hygiene::request_host(up.uri.authority().map(|a| a.as_str()), &up.headers)
-            .map(|_| {
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let host =
+            hygiene::request_host(up.uri.authority().map(|a| a.as_str()), &up.headers).map(|_| {
                 // keep the port in X-Forwarded-Host: it is the authority the client used
                 up.headers
                     .get(http::header::HOST)
@@ -300,7 +326,9 @@ impl ProxyHttp for Proxy {
         // the session decision wins; otherwise several Cookie fields are merged into one
         let cookie = match ctx.session.as_ref().and_then(|d| d.upstream_cookie.clone()) {
             Some(rewritten) => Some(rewritten),
-            None if hygiene::cookie_field_count(&up.headers) > 1 => Some(hygiene::merged_cookie(&up.headers)),
+            None if hygiene::cookie_field_count(&up.headers) > 1 => {
+                Some(hygiene::merged_cookie(&up.headers))
+            }
             None => None,
         };
         match cookie {
@@ -330,11 +358,16 @@ impl ProxyHttp for Proxy {
             }
         }
         let status = resp.status.as_u16();
-        let rewrite = ctx.logout.as_ref().is_some_and(|p| (status == 401 && p.on_401) || (status == 403 && p.on_403));
+        let rewrite = ctx
+            .logout
+            .as_ref()
+            .is_some_and(|p| (status == 401 && p.on_401) || (status == 403 && p.on_403));
         if rewrite {
             return self.rewrite_to_logout(session, resp, ctx).await;
         }
-        let (Some(decision), Some(engine)) = (ctx.session.as_mut(), ctx.rt.session.as_ref()) else { return Ok(()) };
+        let (Some(decision), Some(engine)) = (ctx.session.as_mut(), ctx.rt.session.as_ref()) else {
+            return Ok(());
+        };
         if decision.set_cookies.is_empty() {
             return Ok(());
         }
@@ -343,7 +376,10 @@ impl ProxyHttp for Proxy {
             .headers
             .get_all(http::header::SET_COOKIE)
             .iter()
-            .any(|v| v.to_str().is_ok_and(|s| cookies::sets_session_cookie(s, engine.cookie_name())));
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| cookies::sets_session_cookie(s, engine.cookie_name()))
+            });
         if app_sets_it {
             return Ok(());
         }
@@ -351,7 +387,10 @@ impl ProxyHttp for Proxy {
             // append, never insert: insert would wipe the app's own Set-Cookie headers
             resp.append_header(http::header::SET_COOKIE, value)?;
         }
-        let cc = resp.headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+        let cc = resp
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok());
         if let Some(private) = cc.and_then(hygiene::private_cache_control) {
             resp.insert_header(http::header::CACHE_CONTROL, private)?;
         }
@@ -376,7 +415,10 @@ impl ProxyHttp for Proxy {
     /// line at error level.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         e.esource() == &ErrorSource::Downstream
-            && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     /// Maps upstream failures to the answers operators expect: connect problems → 502,
@@ -384,7 +426,11 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
             ErrorType::ConnectTimedout => 502,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
@@ -405,7 +451,10 @@ impl ProxyHttp for Proxy {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     /// Metrics and the access line. Logs the path without its query and never a
@@ -415,8 +464,12 @@ impl ProxyHttp for Proxy {
         let elapsed = ctx.started.elapsed();
         let route = ctx.route_name().to_string();
         let m = &self.shared.metrics;
-        m.requests.with_label_values(&[&route, crate::metrics::status_class(status)]).inc();
-        m.latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+        m.requests
+            .with_label_values(&[&route, crate::metrics::status_class(status)])
+            .inc();
+        m.latency
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
         let req = session.req_header();
         let session = ctx.session.as_ref().map_or("-", |d| d.outcome.as_str());
         tracing::info!(
@@ -432,7 +485,6 @@ impl ProxyHttp for Proxy {
         );
     }
 }
-
 
 /// True when `path` is the login page itself (a 401 there is a failed login).
 fn is_login_path(path: &str, login_url: &str) -> bool {
@@ -457,7 +509,9 @@ impl Proxy {
         if access::is_preflight(&req.method, &req.headers) {
             return Ok(false);
         }
-        let route = ctx.route.and_then(|i| rt.config.routes.get(i).map(|r| (i, r)));
+        let route = ctx
+            .route
+            .and_then(|i| rt.config.routes.get(i).map(|r| (i, r)));
         // routes whose `require` applies: the matched one, and the owners of an action
         let mut owners: Vec<usize> = Vec::new();
         if let Some((i, r)) = route {
@@ -470,15 +524,25 @@ impl Proxy {
                 match rt.actions.routes_of(id.trim()) {
                     Some(rs) => owners.extend_from_slice(rs),
                     None if rt.config.nextjs.deny_unknown_actions => {
-                        self.shared.metrics.denials.with_label_values(&["unknown_action"]).inc();
+                        self.shared
+                            .metrics
+                            .denials
+                            .with_label_values(&["unknown_action"])
+                            .inc();
                         let kind = logout::classify(&req.headers);
-                        let answer = access::deny_answer(kind, &crate::config::OnDeny::Status(404), &rt.config.nextjs.base_path);
+                        let answer = access::deny_answer(
+                            kind,
+                            &crate::config::OnDeny::Status(404),
+                            &rt.config.nextjs.base_path,
+                        );
                         respond_answer(session, answer).await?;
                         return Ok(true);
                     }
                     None => {}
                 }
-            } else if access::may_be_form_action(&req.method, &req.headers) && !is_login_path(&ctx.log_path, &rt.config.logout.login_url) {
+            } else if access::may_be_form_action(&req.method, &req.headers)
+                && !is_login_path(&ctx.log_path, &rt.config.logout.login_url)
+            {
                 // without JavaScript the action id hides in the form body: hold such
                 // posts to the strictest action rule rather than buffer bodies
                 owners.extend_from_slice(rt.actions.all_routes());
@@ -486,14 +550,43 @@ impl Proxy {
         }
         owners.sort_unstable();
         owners.dedup();
-        owners.retain(|i| rt.config.routes.get(*i).and_then(|r| r.require.as_ref()).is_some());
+        owners.retain(|i| {
+            rt.config
+                .routes
+                .get(*i)
+                .and_then(|r| r.require.as_ref())
+                .is_some()
+        });
         let session_route = route.is_some_and(|(_, r)| r.handles_sessions());
         if (session_route || !owners.is_empty()) && access::is_unsafe(&req.method) {
-            let host = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| req.uri.authority().map(|a| a.to_string()));
-            if !access::csrf_ok(&req.headers, rt.config.listen.public_origin.as_ref(), host.as_deref(), &rt.config.csrf) {
-                self.shared.metrics.denials.with_label_values(&["csrf"]).inc();
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| req.uri.authority().map(|a| a.to_string()));
+            if !access::csrf_ok(
+                &req.headers,
+                rt.config.listen.public_origin.as_ref(),
+                host.as_deref(),
+                &rt.config.csrf,
+            ) {
+                self.shared
+                    .metrics
+                    .denials
+                    .with_label_values(&["csrf"])
+                    .inc();
                 let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
-                respond(session, 403, &[("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())], body).await?;
+                respond(
+                    session,
+                    403,
+                    &[
+                        ("content-type", "application/json".to_string()),
+                        ("cache-control", "no-store".to_string()),
+                    ],
+                    body,
+                )
+                .await?;
                 return Ok(true);
             }
         }
@@ -513,7 +606,9 @@ impl Proxy {
         let claims = ctx.session.as_ref().and_then(|d| d.claims.clone());
         let mut denied_by = None;
         for i in &owners {
-            let Some(req_rule) = rt.config.routes.get(*i).and_then(|r| r.require.as_ref()) else { continue };
+            let Some(req_rule) = rt.config.routes.get(*i).and_then(|r| r.require.as_ref()) else {
+                continue;
+            };
             match access::evaluate([req_rule], claims.as_deref()) {
                 access::Verdict::Allow => {}
                 access::Verdict::Login => {
@@ -525,20 +620,40 @@ impl Proxy {
                 }
             }
         }
-        let Some((owner, verdict)) = denied_by else { return Ok(false) };
+        let Some((owner, verdict)) = denied_by else {
+            return Ok(false);
+        };
         let kind = logout::classify(&req.headers);
         let cfg = &rt.config;
         // cookies decided for this request (a rotation, a dead token's deletion) still go out
-        let pending = ctx.session.as_mut().map(|d| std::mem::take(&mut d.set_cookies)).unwrap_or_default();
+        let pending = ctx
+            .session
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.set_cookies))
+            .unwrap_or_default();
         let mut answer = if verdict == access::Verdict::Login {
-            self.shared.metrics.denials.with_label_values(&["login"]).inc();
-            let return_to = logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
+            self.shared
+                .metrics
+                .denials
+                .with_label_values(&["login"])
+                .inc();
+            let return_to =
+                logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
             match logout::login_answer(kind, &cfg.logout, &cfg.nextjs.base_path, &return_to) {
                 Some(mut a) => {
                     if kind != Kind::Fetch {
                         let pairs_src = hygiene::merged_cookie(&req.headers).unwrap_or_default();
-                        let secure = cfg.listen.public_origin.as_ref().is_some_and(|o| o.scheme == "https");
-                        let (broken, c) = self.shared.loop_breaker.record(&cookies::pairs(&pairs_src), self.shared.clock.now_unix(), &cfg.logout, secure);
+                        let secure = cfg
+                            .listen
+                            .public_origin
+                            .as_ref()
+                            .is_some_and(|o| o.scheme == "https");
+                        let (broken, c) = self.shared.loop_breaker.record(
+                            &cookies::pairs(&pairs_src),
+                            self.shared.clock.now_unix(),
+                            &cfg.logout,
+                            secure,
+                        );
                         if broken {
                             a = logout::loop_page(&cfg.logout);
                         }
@@ -548,14 +663,24 @@ impl Proxy {
                 }
                 None => Answer {
                     status: 401,
-                    headers: vec![("content-type", "text/plain; charset=utf-8".into()), ("cache-control", "no-store".into())],
+                    headers: vec![
+                        ("content-type", "text/plain; charset=utf-8".into()),
+                        ("cache-control", "no-store".into()),
+                    ],
                     set_cookies: Vec::new(),
                     body: Bytes::from_static(b"authentication required"),
                 },
             }
         } else {
-            self.shared.metrics.denials.with_label_values(&["claims"]).inc();
-            let on_deny = cfg.routes.get(owner).map_or(crate::config::OnDeny::Status(403), |r| r.on_deny.clone());
+            self.shared
+                .metrics
+                .denials
+                .with_label_values(&["claims"])
+                .inc();
+            let on_deny = cfg
+                .routes
+                .get(owner)
+                .map_or(crate::config::OnDeny::Status(403), |r| r.on_deny.clone());
             access::deny_answer(kind, &on_deny, &cfg.nextjs.base_path)
         };
         answer.set_cookies.extend(pending);
@@ -565,34 +690,71 @@ impl Proxy {
 
     /// Turns the upstream 401/403 in `resp` into the logout answer for this kind of
     /// request (DESIGN §5). Prefetches pass through untouched.
-    async fn rewrite_to_logout(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-        let Some(plan) = ctx.logout.take() else { return Ok(()) };
+    async fn rewrite_to_logout(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(plan) = ctx.logout.take() else {
+            return Ok(());
+        };
         let cfg = &ctx.rt.config;
-        let Some(mut answer) = logout::login_answer(plan.kind, &cfg.logout, &cfg.nextjs.base_path, &plan.return_to) else {
+        let Some(mut answer) = logout::login_answer(
+            plan.kind,
+            &cfg.logout,
+            &cfg.nextjs.base_path,
+            &plan.return_to,
+        ) else {
             return Ok(());
         };
         let pairs = cookies::pairs(&plan.cookie);
         let mut kind = plan.kind.as_str();
         if plan.kind != Kind::Fetch {
-            let secure = cfg.listen.public_origin.as_ref().is_some_and(|o| o.scheme == "https");
-            let (broken, loop_cookie) = self.shared.loop_breaker.record(&pairs, self.shared.clock.now_unix(), &cfg.logout, secure);
+            let secure = cfg
+                .listen
+                .public_origin
+                .as_ref()
+                .is_some_and(|o| o.scheme == "https");
+            let (broken, loop_cookie) = self.shared.loop_breaker.record(
+                &pairs,
+                self.shared.clock.now_unix(),
+                &cfg.logout,
+                secure,
+            );
             if broken {
                 answer = logout::loop_page(&cfg.logout);
                 kind = "loop_breaker";
             }
             answer.set_cookies.push(loop_cookie);
         }
-        answer.set_cookies.extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
-        let reason = if resp.status.as_u16() == 401 { "upstream_401" } else { "upstream_403" };
-        self.shared.metrics.logouts.with_label_values(&[reason, kind]).inc();
+        answer
+            .set_cookies
+            .extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
+        let reason = if resp.status.as_u16() == 401 {
+            "upstream_401"
+        } else {
+            "upstream_403"
+        };
+        self.shared
+            .metrics
+            .logouts
+            .with_label_values(&[reason, kind])
+            .inc();
         // a re-minted session cookie must not follow a logout
         if let Some(d) = ctx.session.as_mut() {
             d.set_cookies.clear();
         }
 
-        let upstream_has_no_body = resp.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0")
+        let upstream_has_no_body = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
             || matches!(resp.status.as_u16(), 204 | 304);
-        let mut new = ResponseHeader::build(answer.status, Some(resp.headers.len() + answer.headers.len() + 4))?;
+        let mut new = ResponseHeader::build(
+            answer.status,
+            Some(resp.headers.len() + answer.headers.len() + 4),
+        )?;
         for (name, value) in resp.headers.iter() {
             if kept_on_rewrite(name) {
                 new.append_header(name.clone(), value.clone())?;
@@ -610,10 +772,14 @@ impl Proxy {
             // NOTE: pingora marks a Content-Length: 0 upstream response as ended at its
             // header, so no body hook runs to carry ours: write the answer now; pingora's
             // own write of this header afterwards is ignored.
-            session.write_response_header(Box::new(new.clone()), false).await?;
+            session
+                .write_response_header(Box::new(new.clone()), false)
+                .await?;
             session.write_response_body(Some(answer.body), true).await?;
         } else {
-            ctx.body = Some(BodyRewrite { body: (!head).then_some(answer.body) });
+            ctx.body = Some(BodyRewrite {
+                body: (!head).then_some(answer.body),
+            });
         }
         *resp = new;
         Ok(())
@@ -624,36 +790,87 @@ impl Proxy {
     async fn logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let cfg = &ctx.rt.config;
         let req = session.req_header();
-        let allowed = req.method == http::Method::POST || (cfg.logout.allow_get && req.method == http::Method::GET);
+        let allowed = req.method == http::Method::POST
+            || (cfg.logout.allow_get && req.method == http::Method::GET);
         if !allowed {
-            let allow = if cfg.logout.allow_get { "GET, POST" } else { "POST" };
-            return respond(session, 405, &[("allow", allow.to_string()), ("cache-control", "no-store".to_string())], Bytes::new()).await;
+            let allow = if cfg.logout.allow_get {
+                "GET, POST"
+            } else {
+                "POST"
+            };
+            return respond(
+                session,
+                405,
+                &[
+                    ("allow", allow.to_string()),
+                    ("cache-control", "no-store".to_string()),
+                ],
+                Bytes::new(),
+            )
+            .await;
         }
         let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
-        let host_port = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string).or(host);
-        if !access::csrf_ok(&req.headers, cfg.listen.public_origin.as_ref(), host_port.as_deref(), &cfg.csrf) {
-            self.shared.metrics.denials.with_label_values(&["csrf"]).inc();
+        let host_port = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or(host);
+        if !access::csrf_ok(
+            &req.headers,
+            cfg.listen.public_origin.as_ref(),
+            host_port.as_deref(),
+            &cfg.csrf,
+        ) {
+            self.shared
+                .metrics
+                .denials
+                .with_label_values(&["csrf"])
+                .inc();
             let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
-            return respond(session, 403, &[("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())], body).await;
+            return respond(
+                session,
+                403,
+                &[
+                    ("content-type", "application/json".to_string()),
+                    ("cache-control", "no-store".to_string()),
+                ],
+                body,
+            )
+            .await;
         }
         let kind = logout::classify(&req.headers);
         let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
         let mut answer = if kind == Kind::Navigation {
-            Answer { status: 303, headers: vec![("location", cfg.logout.after_logout.clone())], set_cookies: Vec::new(), body: Bytes::new() }
+            Answer {
+                status: 303,
+                headers: vec![("location", cfg.logout.after_logout.clone())],
+                set_cookies: Vec::new(),
+                body: Bytes::new(),
+            }
         } else {
             Answer {
                 status: 200,
                 headers: vec![("content-type", "application/json".into())],
                 set_cookies: Vec::new(),
-                body: Bytes::from(serde_json::json!({ "logged_out": true, "redirect": cfg.logout.after_logout }).to_string()),
+                body: Bytes::from(
+                    serde_json::json!({ "logged_out": true, "redirect": cfg.logout.after_logout })
+                        .to_string(),
+                ),
             }
         };
         answer.headers.push(("cache-control", "no-store".into()));
         if cfg.logout.clear_site_data {
-            answer.headers.push(("clear-site-data", "\"cookies\"".into()));
+            answer
+                .headers
+                .push(("clear-site-data", "\"cookies\"".into()));
         }
         answer.set_cookies = logout::deletions(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
-        self.shared.metrics.logouts.with_label_values(&["endpoint", kind.as_str()]).inc();
+        self.shared
+            .metrics
+            .logouts
+            .with_label_values(&["endpoint", kind.as_str()])
+            .inc();
         respond_answer(session, answer).await
     }
 }

@@ -9,11 +9,11 @@ use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::sync::watch;
 
+use crate::access::ActionIndex;
 use crate::clock::Clock;
 use crate::config::{self, Config};
-use crate::metrics::Metrics;
-use crate::access::ActionIndex;
 use crate::logout::{LoopBreaker, Target};
+use crate::metrics::Metrics;
 use crate::session::{EngineError, SessionEngine};
 
 /// One generation of configuration, with everything derived from it ready for requests.
@@ -80,19 +80,33 @@ impl Runtime {
         peer.options.write_timeout = Some(up.write_timeout);
         peer.options.idle_timeout = Some(up.idle_timeout);
         let session = match &config.session {
-            Some(s) => Some(SessionEngine::new(s).map_err(|source| RuntimeError::Session {
-                file: config.source.display().to_string(),
-                source,
-            })?),
+            Some(s) => Some(
+                SessionEngine::new(s).map_err(|source| RuntimeError::Session {
+                    file: config.source.display().to_string(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let mut logout_targets: Vec<Target> = Vec::new();
-        if let Some(crate::config::SessionMode::Reissue(r)) = config.session.as_ref().map(|s| &s.mode) {
-            logout_targets.push(Target { name: r.cookie.clone(), attributes: r.attributes.clone() });
+        if let Some(crate::config::SessionMode::Reissue(r)) =
+            config.session.as_ref().map(|s| &s.mode)
+        {
+            logout_targets.push(Target {
+                name: r.cookie.clone(),
+                attributes: r.attributes.clone(),
+            });
         }
         logout_targets.extend(config.logout.clear_cookies.iter().map(Target::from_clear));
         let actions = ActionIndex::build(&config.nextjs.actions, &config.rules);
-        Ok(Runtime { config, generation, peer, session, logout_targets, actions })
+        Ok(Runtime {
+            config,
+            generation,
+            peer,
+            session,
+            logout_targets,
+            actions,
+        })
     }
 }
 
@@ -123,7 +137,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +148,10 @@ impl Shared {
     pub fn new(runtime: Runtime, clock: Arc<dyn Clock>, config_path: Option<PathBuf>) -> Shared {
         let metrics = Metrics::new();
         metrics.config_generation.set(runtime.generation as i64);
-        let (status, _) = watch::channel(ReloadStatus { generation: runtime.generation, ..Default::default() });
+        let (status, _) = watch::channel(ReloadStatus {
+            generation: runtime.generation,
+            ..Default::default()
+        });
         Shared {
             current: ArcSwap::from_pointee(runtime),
             metrics,

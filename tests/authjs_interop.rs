@@ -21,17 +21,35 @@ fn authjs(request: Value) -> Value {
         std::path::Path::new("tests/interop/node_modules/@auth/core").exists(),
         "@auth/core is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does)"
     );
-    let mut child = Command::new("node").arg("tests/interop/authjs-tool.mjs").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("node is installed");
+    let mut child = Command::new("node")
+        .arg("tests/interop/authjs-tool.mjs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is installed");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("authjs-tool said {:?}", String::from_utf8_lossy(&out.stdout)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "authjs-tool said {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     assert!(v.get("error").is_none(), "authjs: {v}");
     v
 }
 
 fn real_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 struct Case {
@@ -74,21 +92,47 @@ async fn run(case: Case) {
     // the browser holds it as the library stores it: chunked above the chunk size
     let chunk = if case.v4 { 3933 } else { 3936 };
     let cookie_header = if jwt.len() > chunk {
-        jwt.as_bytes().chunks(chunk).enumerate().map(|(i, c)| format!("{}.{i}={}", case.cookie, std::str::from_utf8(c).unwrap())).collect::<Vec<_>>().join("; ")
+        jwt.as_bytes()
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, c)| format!("{}.{i}={}", case.cookie, std::str::from_utf8(c).unwrap()))
+            .collect::<Vec<_>>()
+            .join("; ")
     } else {
         format!("{}={jwt}", case.cookie)
     };
 
     // 10 minutes later the proxy re-mints it
     h.clock.set(now + 600);
-    let resp = h.client.get(h.url("/dashboard")).header("cookie", &cookie_header).send().await.unwrap();
+    let resp = h
+        .client
+        .get(h.url("/dashboard"))
+        .header("cookie", &cookie_header)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let set: Vec<String> = resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let set: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
     assert!(!set.is_empty(), "not rotated");
     for c in &set {
-        assert!(c.starts_with(case.cookie), "re-issued under the name it came with: {c}");
-        assert_eq!(c.contains("Secure"), case.cookie.starts_with("__Secure-"), "{c}");
-        assert!(c.contains("Path=/") && c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+        assert!(
+            c.starts_with(case.cookie),
+            "re-issued under the name it came with: {c}"
+        );
+        assert_eq!(
+            c.contains("Secure"),
+            case.cookie.starts_with("__Secure-"),
+            "{c}"
+        );
+        assert!(
+            c.contains("Path=/") && c.contains("HttpOnly") && c.contains("SameSite=Lax"),
+            "{c}"
+        );
     }
     // the upstream sees the new token (chunked as the browser will hold it)
     let up = h.upstream.last().header("cookie").unwrap();
@@ -98,7 +142,10 @@ async fn run(case: Case) {
         let (k, v) = kv.split_once('=').unwrap();
         if k == case.cookie {
             plain = Some(v.to_string());
-        } else if let Some(i) = k.strip_prefix(case.cookie).and_then(|r| r.strip_prefix('.')) {
+        } else if let Some(i) = k
+            .strip_prefix(case.cookie)
+            .and_then(|r| r.strip_prefix('.'))
+        {
             chunks.push((i.parse().unwrap(), v.to_string()));
         }
     }
@@ -108,18 +155,28 @@ async fn run(case: Case) {
     assert_eq!(case.big, fresh.len() > chunk, "chunking follows the size");
     let browser_view: String = {
         let live: Vec<&String> = set.iter().filter(|c| !c.contains("Max-Age=0")).collect();
-        live.iter().map(|c| c.split(';').next().unwrap().split_once('=').unwrap().1).collect()
+        live.iter()
+            .map(|c| c.split(';').next().unwrap().split_once('=').unwrap().1)
+            .collect()
     };
-    assert_eq!(browser_view, fresh, "Set-Cookie carries the same token the upstream saw");
+    assert_eq!(
+        browser_view, fresh,
+        "Set-Cookie carries the same token the upstream saw"
+    );
 
     // and the library decodes what the proxy made, with the proxy's active secret
     let decoded = if case.v4 {
         authjs(json!({"op": "v4-decode", "secret": case.secrets[0], "jwt": fresh}))
     } else {
-        authjs(json!({"op": "v5-decode", "secret": [case.secrets[0]], "salt": case.cookie, "jwt": fresh}))
+        authjs(
+            json!({"op": "v5-decode", "secret": [case.secrets[0]], "salt": case.cookie, "jwt": fresh}),
+        )
     };
     let p = &decoded["payload"];
-    assert!(p.is_object(), "library could not decode the re-issued token: {decoded}");
+    assert!(
+        p.is_object(),
+        "library could not decode the re-issued token: {decoded}"
+    );
     for k in ["name", "email", "sub", "role", "has_access"] {
         assert_eq!(p[k], token[k], "claim {k} preserved");
     }
@@ -134,35 +191,84 @@ async fn run(case: Case) {
 
 #[tokio::test]
 async fn authjs_v5_plain() {
-    run(Case { v4: false, cookie: "authjs.session-token", big: false, secrets: &[NEW], made_with: NEW }).await;
+    run(Case {
+        v4: false,
+        cookie: "authjs.session-token",
+        big: false,
+        secrets: &[NEW],
+        made_with: NEW,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn authjs_v5_secure_prefix() {
-    run(Case { v4: false, cookie: "__Secure-authjs.session-token", big: false, secrets: &[NEW], made_with: NEW }).await;
+    run(Case {
+        v4: false,
+        cookie: "__Secure-authjs.session-token",
+        big: false,
+        secrets: &[NEW],
+        made_with: NEW,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn authjs_v5_chunked() {
-    run(Case { v4: false, cookie: "authjs.session-token", big: true, secrets: &[NEW], made_with: NEW }).await;
+    run(Case {
+        v4: false,
+        cookie: "authjs.session-token",
+        big: true,
+        secrets: &[NEW],
+        made_with: NEW,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn authjs_v5_secret_rollover() {
-    run(Case { v4: false, cookie: "__Secure-authjs.session-token", big: false, secrets: &[NEW, OLD], made_with: OLD }).await;
+    run(Case {
+        v4: false,
+        cookie: "__Secure-authjs.session-token",
+        big: false,
+        secrets: &[NEW, OLD],
+        made_with: OLD,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn next_auth_v4_plain() {
-    run(Case { v4: true, cookie: "next-auth.session-token", big: false, secrets: &[NEW], made_with: NEW }).await;
+    run(Case {
+        v4: true,
+        cookie: "next-auth.session-token",
+        big: false,
+        secrets: &[NEW],
+        made_with: NEW,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn next_auth_v4_secure_chunked() {
-    run(Case { v4: true, cookie: "__Secure-next-auth.session-token", big: true, secrets: &[NEW], made_with: NEW }).await;
+    run(Case {
+        v4: true,
+        cookie: "__Secure-next-auth.session-token",
+        big: true,
+        secrets: &[NEW],
+        made_with: NEW,
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn next_auth_v4_secret_rollover() {
-    run(Case { v4: true, cookie: "next-auth.session-token", big: false, secrets: &[NEW, OLD], made_with: OLD }).await;
+    run(Case {
+        v4: true,
+        cookie: "next-auth.session-token",
+        big: false,
+        secrets: &[NEW, OLD],
+        made_with: OLD,
+    })
+    .await;
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use rotagate::config;
 
 fn err(text: &str) -> String {
-    config::parse(text, Path::new("test.toml")).unwrap_err().to_string()
+    config::parse(text, Path::new("test.toml"))
+        .unwrap_err()
+        .to_string()
 }
 
 const UP: &str = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
@@ -23,7 +25,10 @@ fn shipped_default_config_parses() {
 #[test]
 fn every_example_parses() {
     // the examples reference secrets by env var; give them test values
-    std::env::set_var("ROTAGATE_JWT_SECRET", "an-example-secret-of-at-least-32-bytes!!");
+    std::env::set_var(
+        "ROTAGATE_JWT_SECRET",
+        "an-example-secret-of-at-least-32-bytes!!",
+    );
     std::env::set_var("AUTH_SECRET", "an-example-auth-secret-of-32-bytes-or-more");
     let mut n = 0;
     for entry in std::fs::read_dir("config/examples").unwrap() {
@@ -38,8 +43,13 @@ fn every_example_parses() {
 
 #[test]
 fn unknown_key_names_the_key_and_position() {
-    let e = err(&format!("[listen]\naddress = \"0.0.0.0:8080\"\nadress = \"x\"\n{UP}"));
-    assert!(e.starts_with("test.toml:3:1: `listen.adress`: unknown field `adress`"), "{e}");
+    let e = err(&format!(
+        "[listen]\naddress = \"0.0.0.0:8080\"\nadress = \"x\"\n{UP}"
+    ));
+    assert!(
+        e.starts_with("test.toml:3:1: `listen.adress`: unknown field `adress`"),
+        "{e}"
+    );
     assert!(e.contains("expected one of"), "{e}");
 }
 
@@ -51,8 +61,15 @@ fn bad_duration_says_what_was_expected() {
 
 #[test]
 fn bad_pattern_gives_path_to_regexp_reason() {
-    let e = err(&format!("{UP}[[route]]\nname = \"a\"\nmatch = \"/ok\"\n[[route]]\nmatch = [\"/fine\", \"/(abc\"]\n"));
-    assert!(e.starts_with("test.toml:7:9: `route[1].match[1]`: invalid pattern: Unbalanced pattern at 1"), "{e}");
+    let e = err(&format!(
+        "{UP}[[route]]\nname = \"a\"\nmatch = \"/ok\"\n[[route]]\nmatch = [\"/fine\", \"/(abc\"]\n"
+    ));
+    assert!(
+        e.starts_with(
+            "test.toml:7:9: `route[1].match[1]`: invalid pattern: Unbalanced pattern at 1"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -86,8 +103,13 @@ fn short_hmac_secret_is_refused() {
 
 #[test]
 fn bypass_with_require_is_an_error() {
-    let e = err(&format!("{UP}[[route]]\nmatch = \"/x\"\nbypass = true\nrequire = {{ session = true }}\n"));
-    assert!(e.starts_with("test.toml:6:11: `route[0].require`: a route with `bypass = true`"), "{e}");
+    let e = err(&format!(
+        "{UP}[[route]]\nmatch = \"/x\"\nbypass = true\nrequire = {{ session = true }}\n"
+    ));
+    assert!(
+        e.starts_with("test.toml:6:11: `route[0].require`: a route with `bypass = true`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -95,9 +117,18 @@ fn several_problems_are_all_reported() {
     let e = err("[listen]\naddress = \"nowhere\"\n[upstream]\nurl = \"https://app\"\nconnect_timeout = \"2 s\"\n");
     let lines: Vec<&str> = e.lines().collect();
     assert_eq!(lines.len(), 3, "{e}");
-    assert!(lines[0].starts_with("test.toml:2:11: `listen.address`: expected an address"), "{e}");
-    assert!(lines[1].contains("`upstream.url`: TLS to the upstream is not supported yet"), "{e}");
-    assert!(lines[2].contains("`upstream.connect_timeout`: expected a duration"), "{e}");
+    assert!(
+        lines[0].starts_with("test.toml:2:11: `listen.address`: expected an address"),
+        "{e}"
+    );
+    assert!(
+        lines[1].contains("`upstream.url`: TLS to the upstream is not supported yet"),
+        "{e}"
+    );
+    assert!(
+        lines[2].contains("`upstream.connect_timeout`: expected a duration"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -105,7 +136,12 @@ fn toml_syntax_errors_have_positions() {
     let e = err("[listen\naddress = 1\n");
     assert!(e.starts_with("test.toml:1:"), "{e}");
     let e = err("[listen]\naddress = 5\n[upstream]\nurl = \"http://x:1\"\n");
-    assert!(e.starts_with("test.toml:2:11: `listen.address`: invalid type: integer `5`, expected a string"), "{e}");
+    assert!(
+        e.starts_with(
+            "test.toml:2:11: `listen.address`: invalid type: integer `5`, expected a string"
+        ),
+        "{e}"
+    );
 }
 
 #[test]

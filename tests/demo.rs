@@ -26,19 +26,44 @@ async fn demo_runs_and_logs_in() {
     for line in BufReader::new(out).lines() {
         let line = line.unwrap();
         if line.contains("<- open this") {
-            proxy = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_string);
+            proxy = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_string);
             break;
         }
     }
     let proxy = proxy.expect("demo printed the proxy URL");
-    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
-    let resp = c.post(format!("{proxy}/login")).form(&[("user", "grace")]).send().await.unwrap();
+    let resp = c
+        .post(format!("{proxy}/login"))
+        .form(&[("user", "grace")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
-    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     assert!(cookie.starts_with("demo_session="));
 
-    let page = c.get(format!("{proxy}/protected")).header("cookie", &cookie).send().await.unwrap();
+    let page = c
+        .get(format!("{proxy}/protected"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("grace"));
 
@@ -46,9 +71,19 @@ async fn demo_runs_and_logs_in() {
     assert_eq!(api.status(), 401);
 
     // a backend 401 becomes a clean logout
-    let out = c.get(format!("{proxy}/expire")).header("cookie", &cookie).header("sec-fetch-mode", "navigate").send().await.unwrap();
+    let out = c
+        .get(format!("{proxy}/expire"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), 303);
     assert_eq!(out.headers()["location"], "/login?callbackUrl=/expire");
-    assert!(out.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("demo_session=; ")));
+    assert!(out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("demo_session=; ")));
     drop(guard);
 }

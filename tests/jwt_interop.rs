@@ -23,9 +23,15 @@ fn jose(request: Value) -> Value {
         .spawn()
         .expect("node is installed");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("jose-tool said {:?}", String::from_utf8_lossy(&out.stdout)));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("jose-tool said {:?}", String::from_utf8_lossy(&out.stdout)));
     assert!(v.get("error").is_none(), "jose: {v}");
     v
 }
@@ -35,7 +41,11 @@ async fn round_trip(alg: &str) {
     let (sign_key, verify_key, key_config) = if alg == "HS256" {
         let secret = "jose-interop-secret-jose-interop-secret-42";
         std::fs::write(dir.path().join("secret"), secret).unwrap();
-        (json!({"secret": secret}), json!({"secret": secret}), "secret = \"file:secret\"".to_string())
+        (
+            json!({"secret": secret}),
+            json!({"secret": secret}),
+            "secret = \"file:secret\"".to_string(),
+        )
     } else {
         let kind = match alg {
             "RS256" => "rsa",
@@ -45,7 +55,11 @@ async fn round_trip(alg: &str) {
         let (private, public) = node_keypair(kind);
         std::fs::write(dir.path().join("private.pem"), &private).unwrap();
         std::fs::write(dir.path().join("public.pem"), &public).unwrap();
-        (json!({"pem": private}), json!({"pem": public}), "private_key = \"file:private.pem\"\npublic_key = \"file:public.pem\"".to_string())
+        (
+            json!({"pem": private}),
+            json!({"pem": public}),
+            "private_key = \"file:private.pem\"\npublic_key = \"file:public.pem\"".to_string(),
+        )
     };
     let cfg = format!(
         "[session]\nrotate_every = \"5m\"\n[session.reissue]\ncookie = \"session\"\n[[session.reissue.keys]]\nkid = \"k1\"\nalg = \"{alg}\"\n{key_config}\n[[route]]\nmatch = \"/:path*\"\n"
@@ -54,19 +68,35 @@ async fn round_trip(alg: &str) {
 
     // jose -> rotagate: a token jose signs is accepted...
     let claims = json!({"sub": "user-7", "roles": ["a", "b"], "org": {"tier": "gold"}, "iat": T0, "exp": T0 + 7200, "jti": "first"});
-    let token = jose(json!({"op": "sign", "alg": alg, "kid": "k1", "key": sign_key, "claims": claims}))["token"].as_str().unwrap().to_string();
+    let token =
+        jose(json!({"op": "sign", "alg": alg, "kid": "k1", "key": sign_key, "claims": claims}))
+            ["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
     h.clock.set(T0 + 600);
-    let resp = h.client.get(h.url("/page")).header("cookie", format!("session={token}")).send().await.unwrap();
+    let resp = h
+        .client
+        .get(h.url("/page"))
+        .header("cookie", format!("session={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // ...and re-minted: the upstream sees the new token on this very request
     let up = h.upstream.last().header("cookie").unwrap();
     let fresh = up.strip_prefix("session=").unwrap().to_string();
     assert_ne!(fresh, token, "{alg}: not rotated");
     let set_cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap();
-    assert!(set_cookie.starts_with(&format!("session={fresh};")), "{alg}");
+    assert!(
+        set_cookie.starts_with(&format!("session={fresh};")),
+        "{alg}"
+    );
 
     // rotagate -> jose: the token rotagate minted verifies with jose
-    let v = jose(json!({"op": "verify", "alg": alg, "key": verify_key, "token": fresh, "now": T0 + 600}));
+    let v = jose(
+        json!({"op": "verify", "alg": alg, "key": verify_key, "token": fresh, "now": T0 + 600}),
+    );
     assert_eq!(v["header"]["alg"], alg);
     assert_eq!(v["header"]["kid"], "k1");
     let c = &v["claims"];

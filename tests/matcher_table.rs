@@ -15,14 +15,62 @@ const CASES: &[(&str, &str, &str, &[&str], bool)] = &[
     ("/about/:path*", "/About", "", &[], false),
     ("/dashboard/:path*", "/dashboard/", "", &[], true),
     ("/dashboard/:path*", "/dash", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/", "", &[], true),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/home", "", &[], true),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/api/users", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/apiary", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/_next/static/chunk.js", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/_next/image", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/favicon.ico", "", &[], false),
-    ("/((?!api|_next/static|_next/image|favicon.ico).*)", "/_next/data/build1/home.json", "", &[], true),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/",
+        "",
+        &[],
+        true,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/home",
+        "",
+        &[],
+        true,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/api/users",
+        "",
+        &[],
+        false,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/apiary",
+        "",
+        &[],
+        false,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/_next/static/chunk.js",
+        "",
+        &[],
+        false,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/_next/image",
+        "",
+        &[],
+        false,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/favicon.ico",
+        "",
+        &[],
+        false,
+    ),
+    (
+        "/((?!api|_next/static|_next/image|favicon.ico).*)",
+        "/_next/data/build1/home.json",
+        "",
+        &[],
+        true,
+    ),
     ("/:foo/:bar", "/test/route", "", &[], true),
     ("/:foo/:bar", "/test", "", &[], false),
     ("/:foo/:bar?", "/test", "", &[], true),
@@ -39,7 +87,13 @@ const CASES: &[(&str, &str, &str, &[&str], bool)] = &[
     ("/:foo/(.*)", "/test", "", &[], false),
     ("/:attr1?{-:attr2}?{-:attr3}?", "/test", "", &[], true),
     ("/:attr1?{-:attr2}?{-:attr3}?", "/test-test", "", &[], true),
-    ("/:attr1?{-:attr2}?{-:attr3}?", "/test-test-test", "", &[], true),
+    (
+        "/:attr1?{-:attr2}?{-:attr3}?",
+        "/test-test-test",
+        "",
+        &[],
+        true,
+    ),
     ("/user/:id", "/user/123", "", &[], true),
     ("/user/:id", "/user/123/", "", &[], true),
     ("/user/:id", "/user/123#x", "", &[], false),
@@ -65,11 +119,23 @@ const CASES: &[(&str, &str, &str, &[&str], bool)] = &[
     ("/", "/index.json", "", &[], true),
     ("/", "/_next/data/b1/index.json", "", &[], true),
     ("/", "/home", "", &[], false),
-    ("/blog/:slug", "/_next/data/b1/blog/hello.json", "", &[], true),
+    (
+        "/blog/:slug",
+        "/_next/data/b1/blog/hello.json",
+        "",
+        &[],
+        true,
+    ),
     ("/about", "/docs/about", "/docs", &[], true),
     ("/about", "/about", "/docs", &[], false),
     ("/", "/docs", "/docs", &[], true),
-    ("/about", "/docs/_next/data/b/about.json", "/docs", &[], true),
+    (
+        "/about",
+        "/docs/_next/data/b/about.json",
+        "/docs",
+        &[],
+        true,
+    ),
     ("/about", "/en/about", "", &["en", "fr"], true),
     ("/about", "/about", "", &["en", "fr"], false),
     ("/about", "/_next/x/about", "", &["en", "fr"], false),
@@ -91,14 +157,34 @@ fn next_matcher_table() {
     let headers = HeaderMap::new();
     let mut failures = Vec::new();
     for (source, path, base_path, locales, want) in CASES {
-        let opts = NextOptions { base_path: base_path.to_string(), locales: locales.iter().map(|s| s.to_string()).collect() };
-        let spec = MatcherSpec { sources: vec![SourceSpec { source: source.to_string(), ..Default::default() }], ..Default::default() };
+        let opts = NextOptions {
+            base_path: base_path.to_string(),
+            locales: locales.iter().map(|s| s.to_string()).collect(),
+        };
+        let spec = MatcherSpec {
+            sources: vec![SourceSpec {
+                source: source.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
         let set = RuleSet::build(&[spec], &opts).unwrap_or_else(|e| panic!("{source}: {e}"));
-        let req = RequestParts { method: "GET", host: None, path, query: None, headers: &headers };
+        let req = RequestParts {
+            method: "GET",
+            host: None,
+            path,
+            query: None,
+            headers: &headers,
+        };
         let got = set.first_match(&req).is_some();
         if got != *want {
             failures.push(format!("{source:?} vs {path:?} (basePath {base_path:?}, locales {locales:?}): want {want}, got {got}"));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

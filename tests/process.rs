@@ -35,7 +35,10 @@ impl Proc {
         let mut addr_of = |prefix: &str| -> SocketAddr {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
-            let rest = line.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            let rest = line
+                .trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
             rest.parse().unwrap()
         };
         let proxy = addr_of("rotagate: proxy listening on http://");
@@ -49,11 +52,20 @@ impl Proc {
                 }
             }
         });
-        Proc { child, proxy, admin, stderr }
+        Proc {
+            child,
+            proxy,
+            admin,
+            stderr,
+        }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -97,17 +109,33 @@ fn write_config(dir: &std::path::Path, upstream: SocketAddr, extra: &str) -> std
 async fn sighup_reloads_and_an_invalid_file_is_refused() {
     let up = upstream_ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), up.addr, "[[route]]\nname = \"one\"\nmatch = \"/:path*\"\n");
+    let cfg = write_config(
+        dir.path(),
+        up.addr,
+        "[[route]]\nname = \"one\"\nmatch = \"/:path*\"\n",
+    );
     let p = Proc::start(&cfg);
     let c = client();
     let status = |q: &'static str| {
         let c = c.clone();
         let url = format!("http://{}/config{q}", p.admin);
-        async move { c.get(url).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(status("").await["generation"], 1);
 
-    write_config(dir.path(), up.addr, "[[route]]\nname = \"two\"\nmatch = \"/:path*\"\n");
+    write_config(
+        dir.path(),
+        up.addr,
+        "[[route]]\nname = \"two\"\nmatch = \"/:path*\"\n",
+    );
     p.signal("HUP");
     let s = status("?after_attempts=0").await;
     assert_eq!(s["generation"], 2, "{s}");
@@ -118,13 +146,29 @@ async fn sighup_reloads_and_an_invalid_file_is_refused() {
     let s = status("?after_attempts=1").await;
     assert_eq!(s["generation"], 2, "{s}");
     let err = s["last_reload_error"].as_str().unwrap();
-    assert!(err.contains("rotagate.toml") && err.contains("listen.address"), "{err}");
+    assert!(
+        err.contains("rotagate.toml") && err.contains("listen.address"),
+        "{err}"
+    );
 
     // still serving on generation 2's rules
-    c.get(format!("http://{}/x", p.proxy)).send().await.unwrap();
-    let m = c.get(format!("http://{}/metrics", p.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("rotagate_requests_total{route=\"two\",status=\"2xx\"} 1"), "{m}");
-    assert!(m.contains("rotagate_config_reloads_total{result=\"error\"} 1"), "{m}");
+    get_and_settle(p.proxy, &["/x"]).await;
+    let m = c
+        .get(format!("http://{}/metrics", p.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("rotagate_requests_total{route=\"two\",status=\"2xx\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rotagate_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,12 +193,17 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let mut p = Proc::start(&cfg);
     let c = client();
     let inflight = tokio::spawn(c.get(format!("http://{}/slow", p.proxy)).send());
-    within("request reaches upstream", arrived_rx).await.unwrap();
+    within("request reaches upstream", arrived_rx)
+        .await
+        .unwrap();
     p.signal("TERM");
     let line = tokio::task::block_in_place(|| p.wait_log("draining"));
     assert!(line.contains("shutting down"), "{line}");
     release_tx.send(()).unwrap();
-    let resp = within("in-flight response", inflight).await.unwrap().unwrap();
+    let resp = within("in-flight response", inflight)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "finished");
     let status = tokio::task::block_in_place(|| p.child.wait()).unwrap();
@@ -177,17 +226,25 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
                 }
                 return text(200, &n.to_string());
             }
-            let (tx, mut rx) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(2);
+            let (tx, mut rx) =
+                mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(2);
             tokio::spawn(async move {
                 let chunk = Bytes::from(vec![7u8; 64 * 1024]);
                 for _ in 0..HUNDRED_MB / chunk.len() {
-                    if tx.send(Ok(hyper::body::Frame::data(chunk.clone()))).await.is_err() {
+                    if tx
+                        .send(Ok(hyper::body::Frame::data(chunk.clone())))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
             });
             let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-            hyper::Response::builder().status(200).body(BodyExt::boxed(body)).unwrap()
+            hyper::Response::builder()
+                .status(200)
+                .body(BodyExt::boxed(body))
+                .unwrap()
         })
     }))
     .await;
@@ -197,7 +254,11 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
     let c = client();
 
     // download: count bytes as they arrive, never holding the body
-    let mut resp = c.get(format!("http://{}/big", p.proxy)).send().await.unwrap();
+    let mut resp = c
+        .get(format!("http://{}/big", p.proxy))
+        .send()
+        .await
+        .unwrap();
     let mut got = 0usize;
     while let Some(chunk) = within("download chunk", resp.chunk()).await.unwrap() {
         got += chunk.len();
@@ -214,11 +275,20 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
             }
         }
     });
-    let body = reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    let resp = within("upload", c.post(format!("http://{}/up", p.proxy)).body(body).send()).await.unwrap();
+    let body =
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let resp = within(
+        "upload",
+        c.post(format!("http://{}/up", p.proxy)).body(body).send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.text().await.unwrap(), HUNDRED_MB.to_string());
 
     // 200 MB went through; the proxy's peak RSS stays far below one body's size
     let peak_mib = p.peak_rss_kib() / 1024;
-    assert!(peak_mib < 64, "proxy peak RSS {peak_mib} MiB while streaming 100 MB bodies");
+    assert!(
+        peak_mib < 64,
+        "proxy peak RSS {peak_mib} MiB while streaming 100 MB bodies"
+    );
 }

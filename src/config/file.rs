@@ -53,6 +53,8 @@ pub struct ListenFile {
     pub max_header_bytes: Option<Spanned<i64>>,
     /// `h2c`.
     pub h2c: Option<bool>,
+    /// `threads`.
+    pub threads: Option<Spanned<i64>>,
 }
 
 /// `[upstream]`.

@@ -68,7 +68,12 @@ impl fmt::Display for ConfigError {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
-        problems: vec![Problem { line: 0, column: 0, key: String::new(), message: format!("cannot read the file: {e}") }],
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
     })?;
     parse(&text, path)
 }
@@ -80,7 +85,10 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let model: file::FileConfig = toml::from_str(text).map_err(|e| {
         let span = e.span();
         let message = e.message().trim().replace('\n', " ");
-        ConfigError { file: source.to_path_buf(), problems: vec![locator.problem(span, None, message)] }
+        ConfigError {
+            file: source.to_path_buf(),
+            problems: vec![locator.problem(span, None, message)],
+        }
     })?;
     validate::validate(model, source, &locator)
 }
@@ -93,14 +101,28 @@ pub(crate) struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Self {
-        Locator { text, doc: toml_edit::ImDocument::parse(text).ok() }
+        Locator {
+            text,
+            doc: toml_edit::ImDocument::parse(text).ok(),
+        }
     }
 
     /// A problem at `span`; `key` overrides the key path found from the span.
-    pub(crate) fn problem(&self, span: Option<Range<usize>>, key: Option<String>, message: String) -> Problem {
+    pub(crate) fn problem(
+        &self,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: String,
+    ) -> Problem {
         let (line, column) = span.as_ref().map_or((0, 0), |s| self.line_col(s.start));
-        let key = key.unwrap_or_else(|| span.and_then(|s| self.key_at(s.start)).unwrap_or_default());
-        Problem { line, column, key, message }
+        let key =
+            key.unwrap_or_else(|| span.and_then(|s| self.key_at(s.start)).unwrap_or_default());
+        Problem {
+            line,
+            column,
+            key,
+            message,
+        }
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -163,9 +185,14 @@ fn contains(span: Option<Range<usize>>, offset: usize) -> bool {
 
 fn find_in_table(t: &toml_edit::Table, offset: usize, path: &mut Vec<Seg>) -> bool {
     for (name, _) in t.iter() {
-        let Some((key, item)) = t.get_key_value(name) else { continue };
+        let Some((key, item)) = t.get_key_value(name) else {
+            continue;
+        };
         path.push(Seg::Key(name.to_string()));
-        if find_in_item(item, offset, path) || contains(key.span(), offset) || contains(item.span(), offset) {
+        if find_in_item(item, offset, path)
+            || contains(key.span(), offset)
+            || contains(item.span(), offset)
+        {
             return true;
         }
         path.pop();
@@ -205,9 +232,14 @@ fn find_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bo
         }
         toml_edit::Value::InlineTable(t) => {
             for (name, _) in t.iter() {
-                let Some((key, item)) = t.get_key_value(name) else { continue };
+                let Some((key, item)) = t.get_key_value(name) else {
+                    continue;
+                };
                 path.push(Seg::Key(name.to_string()));
-                if find_in_item(item, offset, path) || contains(key.span(), offset) || contains(item.span(), offset) {
+                if find_in_item(item, offset, path)
+                    || contains(key.span(), offset)
+                    || contains(item.span(), offset)
+                {
                     return true;
                 }
                 path.pop();

@@ -67,6 +67,8 @@ pub struct Listen {
     pub max_header_bytes: usize,
     /// `h2c` (default true): accept HTTP/2 with prior knowledge over cleartext.
     pub h2c: bool,
+    /// `threads`: worker threads serving connections (default: one per core).
+    pub threads: usize,
 }
 
 /// A scheme://host[:port] origin.
@@ -83,7 +85,11 @@ pub struct Origin {
 impl Origin {
     /// The serialised origin as browsers send it in `Origin` (`https://app.example.com`).
     pub fn serialize(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         match self.port {
             Some(p) => format!("{}://{}:{}", self.scheme, host, p),
             None => format!("{}://{}", self.scheme, host),
@@ -358,6 +364,9 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity { subject_header: "x-rotagate-subject".into(), claim_headers: Vec::new() }
+        Identity {
+            subject_header: "x-rotagate-subject".into(),
+            claim_headers: Vec::new(),
+        }
     }
 }

@@ -33,7 +33,8 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn bad(&mut self, span: Option<Range<usize>>, key: Option<String>, message: impl Into<String>) {
-        self.problems.push(self.loc.problem(span, key, message.into()));
+        self.problems
+            .push(self.loc.problem(span, key, message.into()));
     }
     fn bad_at<T>(&mut self, v: &Spanned<T>, message: impl Into<String>) {
         self.bad(Some(v.span()), None, message);
@@ -43,14 +44,31 @@ impl Ctx<'_> {
         match v {
             None => default,
             Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|| {
-                self.bad_at(s, format!("expected a duration like \"5m\" (units ms, s, m, h, d), found {:?}", s.get_ref()));
+                self.bad_at(
+                    s,
+                    format!(
+                        "expected a duration like \"5m\" (units ms, s, m, h, d), found {:?}",
+                        s.get_ref()
+                    ),
+                );
                 default
             }),
         }
     }
 
     fn socket_addr(&mut self, s: &S) -> Option<SocketAddr> {
-        s.get_ref().parse().map_err(|_| self.bad_at(s, format!("expected an address like \"0.0.0.0:8080\", found {:?}", s.get_ref()))).ok()
+        s.get_ref()
+            .parse()
+            .map_err(|_| {
+                self.bad_at(
+                    s,
+                    format!(
+                        "expected an address like \"0.0.0.0:8080\", found {:?}",
+                        s.get_ref()
+                    ),
+                )
+            })
+            .ok()
     }
 
     /// Resolves an `env:NAME` / `file:PATH` reference; the value never reaches a message.
@@ -60,7 +78,10 @@ impl Ctx<'_> {
             match std::env::var_os(name) {
                 Some(v) if !v.is_empty() => Some(Secret::new(v.into_encoded_bytes())),
                 _ => {
-                    self.bad_at(s, format!("environment variable {name} is not set or empty"));
+                    self.bad_at(
+                        s,
+                        format!("environment variable {name} is not set or empty"),
+                    );
                     None
                 }
             }
@@ -80,7 +101,10 @@ impl Ctx<'_> {
                     Some(Secret::new(bytes))
                 }
                 Err(e) => {
-                    self.bad_at(s, format!("cannot read secret file {}: {e}", path.display()));
+                    self.bad_at(
+                        s,
+                        format!("cannot read secret file {}: {e}", path.display()),
+                    );
                     None
                 }
             }
@@ -98,7 +122,13 @@ impl Ctx<'_> {
                 if is_same_origin_path(s.get_ref()) {
                     s.get_ref().clone()
                 } else {
-                    self.bad_at(s, format!("expected a same-origin path starting with a single \"/\", found {:?}", s.get_ref()));
+                    self.bad_at(
+                        s,
+                        format!(
+                            "expected a same-origin path starting with a single \"/\", found {:?}",
+                            s.get_ref()
+                        ),
+                    );
                     default.to_string()
                 }
             }
@@ -132,9 +162,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     n.checked_mul(secs).map(Duration::from_secs)
 }
 
-pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Result<Config, ConfigError> {
+pub(super) fn validate(
+    f: FileConfig,
+    source: &Path,
+    loc: &Locator<'_>,
+) -> Result<Config, ConfigError> {
     let dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut cx = Ctx { loc, dir, problems: Vec::new() };
+    let mut cx = Ctx {
+        loc,
+        dir,
+        problems: Vec::new(),
+    };
 
     // [listen]
     let address = match &f.listen.address {
@@ -143,7 +181,15 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
     };
     let public_origin = f.listen.public_origin.as_ref().and_then(|s| {
         parse_origin(s.get_ref())
-            .map_err(|why| cx.bad_at(s, format!("expected an origin like \"https://app.example.com\" ({why}), found {:?}", s.get_ref())))
+            .map_err(|why| {
+                cx.bad_at(
+                    s,
+                    format!(
+                        "expected an origin like \"https://app.example.com\" ({why}), found {:?}",
+                        s.get_ref()
+                    ),
+                )
+            })
             .ok()
     });
     let trusted_proxies = f
@@ -154,7 +200,14 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
             let v = s.get_ref();
             v.parse::<IpNet>()
                 .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| cx.bad_at(s, format!("expected a CIDR like \"10.0.0.0/8\" or an IP address, found {v:?}")))
+                .map_err(|_| {
+                    cx.bad_at(
+                        s,
+                        format!(
+                            "expected a CIDR like \"10.0.0.0/8\" or an IP address, found {v:?}"
+                        ),
+                    )
+                })
                 .ok()
         })
         .collect();
@@ -162,8 +215,29 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         None => DEFAULT_MAX_HEADER_BYTES,
         Some(v) if (1024..=1024 * 1024).contains(v.get_ref()) => *v.get_ref() as usize,
         Some(v) => {
-            cx.bad_at(v, format!("expected a size in bytes between 1024 and 1048576, found {}", v.get_ref()));
+            cx.bad_at(
+                v,
+                format!(
+                    "expected a size in bytes between 1024 and 1048576, found {}",
+                    v.get_ref()
+                ),
+            );
             DEFAULT_MAX_HEADER_BYTES
+        }
+    };
+
+    let threads = match &f.listen.threads {
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        Some(v) if (1..=1024).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            cx.bad_at(
+                v,
+                format!(
+                    "expected a thread count between 1 and 1024, found {}",
+                    v.get_ref()
+                ),
+            );
+            1
         }
     };
 
@@ -187,7 +261,10 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
     };
 
     // [admin]
-    let admin = f.admin.as_ref().and_then(|a| cx.socket_addr(&a.address).map(|address| Admin { address }));
+    let admin = f
+        .admin
+        .as_ref()
+        .and_then(|a| cx.socket_addr(&a.address).map(|address| Admin { address }));
 
     // [nextjs]
     let base_path = match &f.nextjs.base_path {
@@ -202,7 +279,11 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
             }
         }
     };
-    let manifest = f.nextjs.server_reference_manifest.as_ref().map(|s| (s, cx.dir.join(s.get_ref())));
+    let manifest = f
+        .nextjs
+        .server_reference_manifest
+        .as_ref()
+        .map(|s| (s, cx.dir.join(s.get_ref())));
     let actions = match &manifest {
         Some((s, path)) => read_manifest(path).unwrap_or_else(|why| {
             cx.bad_at(s, format!("cannot use {}: {why}", path.display()));
@@ -215,12 +296,18 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         Some(s) if s.get_ref() == "allow" => false,
         Some(s) if s.get_ref() == "deny" => {
             if manifest.is_none() {
-                cx.bad_at(s, "\"deny\" needs `server_reference_manifest` to know which actions exist");
+                cx.bad_at(
+                    s,
+                    "\"deny\" needs `server_reference_manifest` to know which actions exist",
+                );
             }
             true
         }
         Some(s) => {
-            cx.bad_at(s, format!("expected \"allow\" or \"deny\", found {:?}", s.get_ref()));
+            cx.bad_at(
+                s,
+                format!("expected \"allow\" or \"deny\", found {:?}", s.get_ref()),
+            );
             false
         }
     };
@@ -233,16 +320,32 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
     };
 
     // [session]
-    let session = f.session.as_ref().and_then(|s| session(&mut cx, s, public_origin.as_ref()));
+    let session = f
+        .session
+        .as_ref()
+        .and_then(|s| session(&mut cx, s, public_origin.as_ref()));
 
     // [logout]
     let lf = &f.logout;
     let logout = Logout {
         login_url: cx.same_origin_path(&lf.login_url, "/login"),
         return_to_param: match &lf.return_to_param {
-            Some(s) if !s.get_ref().is_empty() && s.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => s.get_ref().clone(),
+            Some(s)
+                if !s.get_ref().is_empty()
+                    && s.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+            {
+                s.get_ref().clone()
+            }
             Some(s) => {
-                cx.bad_at(s, format!("expected a query parameter name like \"callbackUrl\", found {:?}", s.get_ref()));
+                cx.bad_at(
+                    s,
+                    format!(
+                        "expected a query parameter name like \"callbackUrl\", found {:?}",
+                        s.get_ref()
+                    ),
+                );
                 "callbackUrl".to_string()
             }
             None => "callbackUrl".to_string(),
@@ -254,7 +357,11 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
             .clear_cookies
             .iter()
             .map(|c| match c.get_ref() {
-                file::ClearCookieFile::Name(n) => ClearCookie { name: n.clone(), domain: None, path: "/".into() },
+                file::ClearCookieFile::Name(n) => ClearCookie {
+                    name: n.clone(),
+                    domain: None,
+                    path: "/".into(),
+                },
                 file::ClearCookieFile::Full(t) => ClearCookie {
                     name: t.name.clone(),
                     domain: t.domain.clone(),
@@ -288,19 +395,32 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         None => "x-rotagate-subject".to_string(),
         Some(s) if header_name(s.get_ref()) => s.get_ref().to_ascii_lowercase(),
         Some(s) => {
-            cx.bad_at(s, format!("expected a header name, found {:?}", s.get_ref()));
+            cx.bad_at(
+                s,
+                format!("expected a header name, found {:?}", s.get_ref()),
+            );
             "x-rotagate-subject".to_string()
         }
     };
     let mut claim_headers = Vec::new();
     for (name, claim) in &f.identity.claim_headers {
         if !header_name(name) {
-            cx.bad(None, Some(format!("identity.claim_headers.{name}")), "expected a header name");
+            cx.bad(
+                None,
+                Some(format!("identity.claim_headers.{name}")),
+                "expected a header name",
+            );
             continue;
         }
-        claim_headers.push((name.to_ascii_lowercase(), claim.split('.').map(str::to_string).collect()));
+        claim_headers.push((
+            name.to_ascii_lowercase(),
+            claim.split('.').map(str::to_string).collect(),
+        ));
     }
-    let identity = Identity { subject_header, claim_headers };
+    let identity = Identity {
+        subject_header,
+        claim_headers,
+    };
 
     // [[route]]
     let mut routes = Vec::with_capacity(f.route.len());
@@ -310,12 +430,20 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         routes.push(route);
         specs.push(spec);
     }
-    let opts = NextOptions { base_path: nextjs.base_path.clone(), locales: nextjs.locales.clone() };
+    let opts = NextOptions {
+        base_path: nextjs.base_path.clone(),
+        locales: nextjs.locales.clone(),
+    };
     let rules = match RuleSet::build(&specs, &opts) {
         Ok(set) => set,
         Err(e) => {
             let key = match e.source_index {
-                Some(si) if matches!(f.route.get(e.rule).map(|r| r.matcher.get_ref()), Some(file::MatchFile::Many(_))) => {
+                Some(si)
+                    if matches!(
+                        f.route.get(e.rule).map(|r| r.matcher.get_ref()),
+                        Some(file::MatchFile::Many(_))
+                    ) =>
+                {
                     format!("route[{}].match[{si}]", e.rule)
                 }
                 _ => format!("route[{}].match", e.rule),
@@ -328,7 +456,10 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
 
     if !cx.problems.is_empty() {
         cx.problems.sort_by_key(|p| (p.line, p.column));
-        return Err(ConfigError { file: source.to_path_buf(), problems: cx.problems });
+        return Err(ConfigError {
+            file: source.to_path_buf(),
+            problems: cx.problems,
+        });
     }
     let mut warnings: Vec<String> = rules
         .unreachable_rules()
@@ -347,11 +478,21 @@ pub(super) fn validate(f: FileConfig, source: &Path, loc: &Locator<'_>) -> Resul
         }
     }
     let Some(address) = address else {
-        return Err(ConfigError { file: source.to_path_buf(), problems: cx.problems });
+        return Err(ConfigError {
+            file: source.to_path_buf(),
+            problems: cx.problems,
+        });
     };
     Ok(Config {
         source: source.to_path_buf(),
-        listen: Listen { address, public_origin, trusted_proxies, max_header_bytes, h2c: f.listen.h2c.unwrap_or(true) },
+        listen: Listen {
+            address,
+            public_origin,
+            trusted_proxies,
+            max_header_bytes,
+            h2c: f.listen.h2c.unwrap_or(true),
+            threads,
+        },
         upstream,
         admin,
         nextjs,
@@ -369,12 +510,19 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
     if let Some(m) = &s.mode {
         match m.get_ref().as_str() {
             "reissue" => {}
-            "vault" => cx.bad_at(m, "mode \"vault\" is planned but not available yet; expected \"reissue\""),
+            "vault" => cx.bad_at(
+                m,
+                "mode \"vault\" is planned but not available yet; expected \"reissue\"",
+            ),
             other => cx.bad_at(m, format!("expected \"reissue\", found {other:?}")),
         }
     }
     let Some(r) = &s.reissue else {
-        cx.bad(None, Some("session.reissue".into()), "the [session.reissue] section is required when [session] is present");
+        cx.bad(
+            None,
+            Some("session.reissue".into()),
+            "the [session.reissue] section is required when [session] is present",
+        );
         return None;
     };
     let format = match r.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
@@ -382,24 +530,59 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         Some((_, "authjs")) => TokenFormat::Authjs,
         Some((_, "authjs-v4")) => TokenFormat::AuthjsV4,
         Some((f, other)) => {
-            cx.bad_at(f, format!("expected \"jwt\", \"authjs\" or \"authjs-v4\", found {other:?}"));
+            cx.bad_at(
+                f,
+                format!("expected \"jwt\", \"authjs\" or \"authjs-v4\", found {other:?}"),
+            );
             TokenFormat::Jwt
         }
     };
     let (default_cookie, default_abs, default_chunk, default_leeway) = match format {
-        TokenFormat::Jwt => ("session", Duration::from_secs(12 * 3600), DEFAULT_CHUNK_SIZE, Duration::from_secs(30)),
-        TokenFormat::Authjs => ("authjs.session-token", Duration::from_secs(30 * 86_400), DEFAULT_CHUNK_SIZE, Duration::from_secs(15)),
-        TokenFormat::AuthjsV4 => ("next-auth.session-token", Duration::from_secs(30 * 86_400), DEFAULT_CHUNK_SIZE_V4, Duration::from_secs(15)),
+        TokenFormat::Jwt => (
+            "session",
+            Duration::from_secs(12 * 3600),
+            DEFAULT_CHUNK_SIZE,
+            Duration::from_secs(30),
+        ),
+        TokenFormat::Authjs => (
+            "authjs.session-token",
+            Duration::from_secs(30 * 86_400),
+            DEFAULT_CHUNK_SIZE,
+            Duration::from_secs(15),
+        ),
+        TokenFormat::AuthjsV4 => (
+            "next-auth.session-token",
+            Duration::from_secs(30 * 86_400),
+            DEFAULT_CHUNK_SIZE_V4,
+            Duration::from_secs(15),
+        ),
     };
-    let cookie = r.cookie.as_ref().map_or(default_cookie.to_string(), |c| c.get_ref().clone());
+    let cookie = r
+        .cookie
+        .as_ref()
+        .map_or(default_cookie.to_string(), |c| c.get_ref().clone());
     if let Some(c) = &r.cookie {
-        if c.get_ref().is_empty() || !c.get_ref().chars().all(|ch| ch.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(ch)) {
-            cx.bad_at(c, format!("expected a cookie name (RFC 6265 token), found {:?}", c.get_ref()));
+        if c.get_ref().is_empty()
+            || !c
+                .get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(ch))
+        {
+            cx.bad_at(
+                c,
+                format!(
+                    "expected a cookie name (RFC 6265 token), found {:?}",
+                    c.get_ref()
+                ),
+            );
         }
     }
     let host_prefix = cookie.starts_with("__Host-");
     let secure_prefix = host_prefix || cookie.starts_with("__Secure-");
-    let path = r.path.as_ref().map_or("/".to_string(), |p| p.get_ref().clone());
+    let path = r
+        .path
+        .as_ref()
+        .map_or("/".to_string(), |p| p.get_ref().clone());
     if host_prefix {
         if let Some(d) = &r.domain {
             cx.bad_at(d, "a __Host- cookie must not have a Domain");
@@ -410,26 +593,48 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
             }
         }
     }
-    let same_site = match r.same_site.as_ref().map(|s| (s, s.get_ref().to_ascii_lowercase())) {
+    let same_site = match r
+        .same_site
+        .as_ref()
+        .map(|s| (s, s.get_ref().to_ascii_lowercase()))
+    {
         None => SameSite::Lax,
         Some((_, v)) if v == "lax" => SameSite::Lax,
         Some((_, v)) if v == "strict" => SameSite::Strict,
         Some((_, v)) if v == "none" => SameSite::None,
         Some((s, _)) => {
-            cx.bad_at(s, format!("expected \"Lax\", \"Strict\" or \"None\", found {:?}", s.get_ref()));
+            cx.bad_at(
+                s,
+                format!(
+                    "expected \"Lax\", \"Strict\" or \"None\", found {:?}",
+                    s.get_ref()
+                ),
+            );
             SameSite::Lax
         }
     };
     let https = origin.is_some_and(|o| o.scheme == "https");
-    let secure = r.secure.unwrap_or(secure_prefix || https || same_site == SameSite::None);
+    let secure = r
+        .secure
+        .unwrap_or(secure_prefix || https || same_site == SameSite::None);
     if secure_prefix && r.secure == Some(false) {
-        cx.bad(None, Some("session.reissue.secure".into()), format!("cookie {cookie:?} needs Secure (its prefix demands it)"));
+        cx.bad(
+            None,
+            Some("session.reissue.secure".into()),
+            format!("cookie {cookie:?} needs Secure (its prefix demands it)"),
+        );
     }
     let chunk_size = match &r.chunk_size {
         None => default_chunk,
         Some(v) if (512..=4096).contains(v.get_ref()) => *v.get_ref() as usize,
         Some(v) => {
-            cx.bad_at(v, format!("expected a chunk size between 512 and 4096 characters, found {}", v.get_ref()));
+            cx.bad_at(
+                v,
+                format!(
+                    "expected a chunk size between 512 and 4096 characters, found {}",
+                    v.get_ref()
+                ),
+            );
             default_chunk
         }
     };
@@ -438,10 +643,17 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
     match format {
         TokenFormat::Jwt => {
             if !r.secrets.is_empty() {
-                cx.bad_at(&r.secrets[0], "format \"jwt\" takes [[session.reissue.keys]], not `secrets`");
+                cx.bad_at(
+                    &r.secrets[0],
+                    "format \"jwt\" takes [[session.reissue.keys]], not `secrets`",
+                );
             }
             if r.keys.is_empty() {
-                cx.bad(None, Some("session.reissue.keys".into()), "format \"jwt\" needs at least one [[session.reissue.keys]] entry");
+                cx.bad(
+                    None,
+                    Some("session.reissue.keys".into()),
+                    "format \"jwt\" needs at least one [[session.reissue.keys]] entry",
+                );
             }
             for (i, k) in r.keys.iter().enumerate() {
                 if let Some(spec) = key_spec(cx, i, k) {
@@ -451,7 +663,10 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         }
         TokenFormat::Authjs | TokenFormat::AuthjsV4 => {
             if let Some(k) = r.keys.first() {
-                cx.bad_at(k, "Auth.js formats take `secrets = [...]`, not [[session.reissue.keys]]");
+                cx.bad_at(
+                    k,
+                    "Auth.js formats take `secrets = [...]`, not [[session.reissue.keys]]",
+                );
             }
             if r.secrets.is_empty() {
                 cx.bad(None, Some("session.reissue.secrets".into()), "Auth.js formats need `secrets = [\"env:AUTH_SECRET\"]` (first encrypts, all decrypt)");
@@ -465,7 +680,10 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
     }
     let rotate_every = cx.duration(&s.rotate_every, DEFAULT_ROTATE_EVERY);
     let absolute_timeout = cx.duration(&s.absolute_timeout, default_abs);
-    let idle_timeout = s.idle_timeout.as_ref().map(|_| cx.duration(&s.idle_timeout, Duration::ZERO));
+    let idle_timeout = s
+        .idle_timeout
+        .as_ref()
+        .map(|_| cx.duration(&s.idle_timeout, Duration::ZERO));
     let leeway = cx.duration(&s.leeway, default_leeway);
     Some(Session {
         rotate_every,
@@ -475,7 +693,13 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         mode: SessionMode::Reissue(Reissue {
             cookie,
             format,
-            attributes: CookieAttributes { path, domain: r.domain.as_ref().map(|d| d.get_ref().clone()), secure, http_only: r.http_only.unwrap_or(true), same_site },
+            attributes: CookieAttributes {
+                path,
+                domain: r.domain.as_ref().map(|d| d.get_ref().clone()),
+                secure,
+                http_only: r.http_only.unwrap_or(true),
+                same_site,
+            },
             chunk_size,
             keys,
             secrets,
@@ -483,22 +707,34 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
     })
 }
 
-const ALGS: [&str; 7] = ["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA"];
+const ALGS: [&str; 7] = [
+    "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA",
+];
 
 fn key_spec(cx: &mut Ctx<'_>, i: usize, k: &Spanned<file::KeyFile>) -> Option<KeySpec> {
     let kf = k.get_ref();
     let alg = kf.alg.get_ref().clone();
     if !ALGS.contains(&alg.as_str()) {
-        cx.bad_at(&kf.alg, format!("expected one of {}, found {alg:?}", ALGS.join(", ")));
+        cx.bad_at(
+            &kf.alg,
+            format!("expected one of {}, found {alg:?}", ALGS.join(", ")),
+        );
         return None;
     }
     let origin = format!("session.reissue.keys[{i}]");
     if alg.starts_with("HS") {
         if kf.private_key.is_some() || kf.public_key.is_some() {
-            cx.bad_at(k, format!("{alg} takes `secret`, not private_key/public_key"));
+            cx.bad_at(
+                k,
+                format!("{alg} takes `secret`, not private_key/public_key"),
+            );
         }
         let Some(s) = &kf.secret else {
-            cx.bad(Some(k.span()), Some(origin), format!("{alg} needs `secret = \"env:NAME\"` or \"file:PATH\""));
+            cx.bad(
+                Some(k.span()),
+                Some(origin),
+                format!("{alg} needs `secret = \"env:NAME\"` or \"file:PATH\""),
+            );
             return None;
         };
         let secret = cx.secret(s, true)?;
@@ -506,18 +742,39 @@ fn key_spec(cx: &mut Ctx<'_>, i: usize, k: &Spanned<file::KeyFile>) -> Option<Ke
             cx.bad_at(s, format!("an {alg} secret needs at least {MIN_HMAC_SECRET} bytes, found {} (make one with `rotagate keygen`)", secret.len()));
             return None;
         }
-        Some(KeySpec { kid: kf.kid.clone(), alg, secret: Some(secret), private_key_pem: None, public_key_pem: None, origin })
+        Some(KeySpec {
+            kid: kf.kid.clone(),
+            alg,
+            secret: Some(secret),
+            private_key_pem: None,
+            public_key_pem: None,
+            origin,
+        })
     } else {
         if let Some(s) = &kf.secret {
-            cx.bad_at(s, format!("{alg} takes private_key and/or public_key PEM files, not `secret`"));
+            cx.bad_at(
+                s,
+                format!("{alg} takes private_key and/or public_key PEM files, not `secret`"),
+            );
         }
         if kf.private_key.is_none() && kf.public_key.is_none() {
             cx.bad(Some(k.span()), Some(origin), format!("{alg} needs `private_key = \"file:key.pem\"` (signs) or `public_key` (verifies only)"));
             return None;
         }
         let private_key_pem = kf.private_key.as_ref().and_then(|s| cx.secret(s, false));
-        let public_key_pem = kf.public_key.as_ref().and_then(|s| cx.secret(s, false)).map(|s| s.expose().to_vec());
-        Some(KeySpec { kid: kf.kid.clone(), alg, secret: None, private_key_pem, public_key_pem, origin })
+        let public_key_pem = kf
+            .public_key
+            .as_ref()
+            .and_then(|s| cx.secret(s, false))
+            .map(|s| s.expose().to_vec());
+        Some(KeySpec {
+            kid: kf.kid.clone(),
+            alg,
+            secret: None,
+            private_key_pem,
+            public_key_pem,
+            origin,
+        })
     }
 }
 
@@ -529,24 +786,48 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
             cx.bad_at(req, "a route with `bypass = true` does no session work, so it cannot `require` anything");
         }
         if let Some(o) = &r.on_401 {
-            cx.bad_at(o, "a route with `bypass = true` does no session work, so `on_401` has no meaning");
+            cx.bad_at(
+                o,
+                "a route with `bypass = true` does no session work, so `on_401` has no meaning",
+            );
         }
     }
-    let action = |cx: &mut Ctx<'_>, v: &Option<S>, default| match v.as_ref().map(|s| (s, s.get_ref().as_str())) {
+    let action = |cx: &mut Ctx<'_>, v: &Option<S>, default| match v
+        .as_ref()
+        .map(|s| (s, s.get_ref().as_str()))
+    {
         None => default,
         Some((_, "logout")) => UpstreamStatusAction::Logout,
         Some((_, "pass")) => UpstreamStatusAction::Pass,
         Some((s, other)) => {
-            cx.bad_at(s, format!("expected \"logout\" or \"pass\", found {other:?}"));
+            cx.bad_at(
+                s,
+                format!("expected \"logout\" or \"pass\", found {other:?}"),
+            );
             default
         }
     };
-    let on_401 = action(cx, &r.on_401, if bypass { UpstreamStatusAction::Pass } else { UpstreamStatusAction::Logout });
+    let on_401 = action(
+        cx,
+        &r.on_401,
+        if bypass {
+            UpstreamStatusAction::Pass
+        } else {
+            UpstreamStatusAction::Logout
+        },
+    );
     let on_403 = action(cx, &r.on_403, UpstreamStatusAction::Pass);
     let require = r.require.as_ref().map(|req| {
         let rf = req.get_ref();
-        let claims = rf.claims.as_ref().map(|t| claim_predicates(cx, req, t)).unwrap_or_default();
-        Require { session: rf.session.unwrap_or(false) || !claims.is_empty(), claims }
+        let claims = rf
+            .claims
+            .as_ref()
+            .map(|t| claim_predicates(cx, req, t))
+            .unwrap_or_default();
+        Require {
+            session: rf.session.unwrap_or(false) || !claims.is_empty(),
+            claims,
+        }
     });
     let on_deny = match &r.on_deny {
         None => OnDeny::Status(403),
@@ -566,9 +847,15 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
     let mut sources = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            file::MatchItem::Source(s) => sources.push(SourceSpec { source: s.clone(), ..Default::default() }),
+            file::MatchItem::Source(s) => sources.push(SourceSpec {
+                source: s.clone(),
+                ..Default::default()
+            }),
             file::MatchItem::Object(o) => {
-                let conv = |cx: &mut Ctx<'_>, list: &[file::ConditionFile], what: &str| -> Vec<Condition> {
+                let conv = |cx: &mut Ctx<'_>,
+                            list: &[file::ConditionFile],
+                            what: &str|
+                 -> Vec<Condition> {
                     list.iter()
                         .filter_map(|c| {
                             let kind = match c.kind.as_str() {
@@ -587,7 +874,11 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
                 };
                 let has = conv(cx, &o.has, "has");
                 let missing = conv(cx, &o.missing, "missing");
-                sources.push(SourceSpec { source: o.source.clone(), has, missing });
+                sources.push(SourceSpec {
+                    source: o.source.clone(),
+                    has,
+                    missing,
+                });
             }
         }
     }
@@ -599,24 +890,54 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
             if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphabetic()) {
                 Some(v)
             } else {
-                cx.bad_at(m, format!("expected an HTTP method like \"GET\", found {:?}", m.get_ref()));
+                cx.bad_at(
+                    m,
+                    format!(
+                        "expected an HTTP method like \"GET\", found {:?}",
+                        m.get_ref()
+                    ),
+                );
                 None
             }
         })
         .collect();
-    let route = Route { name, bypass, on_401, on_403, require, on_deny };
-    (route, MatcherSpec { sources, methods, hosts: r.hosts.clone() })
+    let route = Route {
+        name,
+        bypass,
+        on_401,
+        on_403,
+        require,
+        on_deny,
+    };
+    (
+        route,
+        MatcherSpec {
+            sources,
+            methods,
+            hosts: r.hosts.clone(),
+        },
+    )
 }
 
-fn claim_predicates(cx: &mut Ctx<'_>, at: &Spanned<file::RequireFile>, t: &toml::Table) -> Vec<ClaimPredicate> {
+fn claim_predicates(
+    cx: &mut Ctx<'_>,
+    at: &Spanned<file::RequireFile>,
+    t: &toml::Table,
+) -> Vec<ClaimPredicate> {
     let mut out = Vec::new();
     for (k, v) in t {
         let path: Vec<String> = k.split('.').map(str::to_string).collect();
         let test = match v {
             toml::Value::Table(inner) if inner.len() == 1 => {
-                let (op, arg) = inner.iter().next().map(|(a, b)| (a.as_str(), b)).unwrap_or(("", v));
+                let (op, arg) = inner
+                    .iter()
+                    .next()
+                    .map(|(a, b)| (a.as_str(), b))
+                    .unwrap_or(("", v));
                 match (op, arg) {
-                    ("one_of", toml::Value::Array(a)) => ClaimTest::OneOf(a.iter().map(to_json).collect()),
+                    ("one_of", toml::Value::Array(a)) => {
+                        ClaimTest::OneOf(a.iter().map(to_json).collect())
+                    }
                     ("contains", x) => ClaimTest::Contains(to_json(x)),
                     ("present", toml::Value::Boolean(b)) => ClaimTest::Present(*b),
                     _ => {
@@ -640,11 +961,14 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
     match v {
         toml::Value::String(s) => serde_json::Value::String(s.clone()),
         toml::Value::Integer(i) => serde_json::Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        toml::Value::Table(t) => {
+            serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 
@@ -657,12 +981,19 @@ fn parse_upstream_url(url: &str) -> Result<(String, bool), String> {
         Some("https") => return Err("TLS to the upstream is not supported yet: use an http:// URL (the upstream is normally on a private network or loopback)".to_string()),
         _ => return Err(expected),
     }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
-        return Err(format!("expected no path or query in the upstream URL, found {url:?}"));
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
+        return Err(format!(
+            "expected no path or query in the upstream URL, found {url:?}"
+        ));
     }
     let auth = uri.authority().ok_or_else(|| expected.clone())?;
     if auth.as_str().contains('@') {
-        return Err(format!("expected no credentials in the upstream URL, found {url:?}"));
+        return Err(format!(
+            "expected no credentials in the upstream URL, found {url:?}"
+        ));
     }
     let host = auth.host();
     let port = auth.port_u16().unwrap_or(80);
@@ -677,14 +1008,25 @@ fn parse_origin(s: &str) -> Result<Origin, &'static str> {
         Some("https") => "https",
         _ => return Err("scheme must be http or https"),
     };
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
         return Err("no path allowed");
     }
     let auth = uri.authority().ok_or("no host")?;
-    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = auth
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let default_port = if scheme == "https" { 443 } else { 80 };
     let port = auth.port_u16().filter(|p| *p != default_port);
-    Ok(Origin { scheme: scheme.to_string(), host, port })
+    Ok(Origin {
+        scheme: scheme.to_string(),
+        host,
+        port,
+    })
 }
 
 #[cfg(test)]
@@ -699,20 +1041,40 @@ mod tests {
         assert_eq!(parse_duration("30d"), Some(Duration::from_secs(2_592_000)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        for bad in ["five", "5", "m", "5 m", "-5m", "5y", "99999999999999999999d"] {
+        for bad in [
+            "five",
+            "5",
+            "m",
+            "5 m",
+            "-5m",
+            "5y",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn origins_and_urls() {
-        assert_eq!(parse_origin("https://App.Example.com").unwrap(), Origin { scheme: "https".into(), host: "app.example.com".into(), port: None });
-        assert_eq!(parse_origin("http://localhost:8080").unwrap().port, Some(8080));
+        assert_eq!(
+            parse_origin("https://App.Example.com").unwrap(),
+            Origin {
+                scheme: "https".into(),
+                host: "app.example.com".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            parse_origin("http://localhost:8080").unwrap().port,
+            Some(8080)
+        );
         assert!(parse_origin("https://x.com/path").is_err());
         assert!(parse_origin("ftp://x.com").is_err());
         assert_eq!(parse_upstream_url("http://app:3000").unwrap().0, "app:3000");
         assert_eq!(parse_upstream_url("http://app").unwrap().0, "app:80");
-        assert!(parse_upstream_url("https://app").unwrap_err().contains("TLS"));
+        assert!(parse_upstream_url("https://app")
+            .unwrap_err()
+            .contains("TLS"));
         assert!(parse_upstream_url("http://app/x").is_err());
     }
 
@@ -721,7 +1083,13 @@ mod tests {
         for ok in ["/", "/login", "/a?b=c"] {
             assert!(is_same_origin_path(ok), "{ok}");
         }
-        for bad in ["//evil.com", "/\\evil.com", "https://evil.com", "login", "/a\r\nb"] {
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "https://evil.com",
+            "login",
+            "/a\r\nb",
+        ] {
             assert!(!is_same_origin_path(bad), "{bad}");
         }
     }
@@ -735,9 +1103,15 @@ fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for runtime in ["node", "edge"] {
-        let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else { continue };
+        let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else {
+            continue;
+        };
         for (id, a) in actions {
-            let workers: Vec<String> = a.get("workers").and_then(|w| w.as_object()).map(|w| w.keys().cloned().collect()).unwrap_or_default();
+            let workers: Vec<String> = a
+                .get("workers")
+                .and_then(|w| w.as_object())
+                .map(|w| w.keys().cloned().collect())
+                .unwrap_or_default();
             match out.iter_mut().find(|(i, _)| i == id) {
                 Some((_, w)) => w.extend(workers),
                 None => out.push((id.clone(), workers)),
@@ -745,7 +1119,9 @@ fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
         }
     }
     if v.get("node").is_none() && v.get("edge").is_none() {
-        return Err("expected a server-reference-manifest with \"node\"/\"edge\" action maps".to_string());
+        return Err(
+            "expected a server-reference-manifest with \"node\"/\"edge\" action maps".to_string(),
+        );
     }
     Ok(out)
 }

@@ -109,7 +109,9 @@ impl Re {
     fn new(src: &str) -> Result<Re, String> {
         match regex::Regex::new(src) {
             Ok(r) => Ok(Re::Fast(r)),
-            Err(_) => fancy_regex::Regex::new(src).map(Re::Fancy).map_err(|e| e.to_string()),
+            Err(_) => fancy_regex::Regex::new(src)
+                .map(Re::Fancy)
+                .map_err(|e| e.to_string()),
         }
     }
     fn is_match(&self, s: &str) -> bool {
@@ -159,7 +161,13 @@ pub struct RuleSet {
 
 impl Default for RuleSet {
     fn default() -> Self {
-        RuleSet { specs: Vec::new(), rules: Vec::new(), set: regex::RegexSet::empty(), set_owner: Vec::new(), fancy: Vec::new() }
+        RuleSet {
+            specs: Vec::new(),
+            rules: Vec::new(),
+            set: regex::RegexSet::empty(),
+            set_owner: Vec::new(),
+            fancy: Vec::new(),
+        }
     }
 }
 
@@ -171,10 +179,16 @@ pub fn next_wrap(source: &str, opts: &NextOptions) -> String {
     let i18n = !opts.locales.is_empty();
     let mut s = source.to_string();
     if i18n {
-        s = format!("/:nextInternalLocale((?!_next/)[^/.]{{1,}}){}", if is_root { "" } else { source });
+        s = format!(
+            "/:nextInternalLocale((?!_next/)[^/.]{{1,}}){}",
+            if is_root { "" } else { source }
+        );
     }
     let suffix = if is_root {
-        format!("({}/?index|/?index\\.json)?", if i18n { "|\\.json|" } else { "" })
+        format!(
+            "({}/?index|/?index\\.json)?",
+            if i18n { "|\\.json|" } else { "" }
+        )
     } else {
         "{(\\.json|\\.rsc|\\.segments/.+\\.segment\\.rsc)}?".to_string()
     };
@@ -193,11 +207,21 @@ fn compile_condition(c: &Condition) -> Result<CompiledCondition, String> {
         return Err("`value` is required for host items".to_string());
     }
     let value = match &c.value {
-        Some(v) => Some(Re::new(&format!("^(?:{v})$")).map_err(|e| format!("invalid `value` regex: {e}"))?),
+        Some(v) => Some(
+            Re::new(&format!("^(?:{v})$")).map_err(|e| format!("invalid `value` regex: {e}"))?,
+        ),
         None => None,
     };
-    let key = if c.kind == ConditionKind::Header { c.key.to_ascii_lowercase() } else { c.key.clone() };
-    Ok(CompiledCondition { kind: c.kind, key, value })
+    let key = if c.kind == ConditionKind::Header {
+        c.key.to_ascii_lowercase()
+    } else {
+        c.key.clone()
+    };
+    Ok(CompiledCondition {
+        kind: c.kind,
+        key,
+        value,
+    })
 }
 
 impl RuleSet {
@@ -209,21 +233,32 @@ impl RuleSet {
         let mut set_owner = Vec::new();
         let mut fancy = Vec::new();
         for (ri, spec) in specs.iter().enumerate() {
-            let err = |si: Option<usize>, reason: String| BuildError { rule: ri, source_index: si, reason };
+            let err = |si: Option<usize>, reason: String| BuildError {
+                rule: ri,
+                source_index: si,
+                reason,
+            };
             let mut sources = Vec::with_capacity(spec.sources.len());
             for (si, src) in spec.sources.iter().enumerate() {
                 let s = &src.source;
                 if !s.starts_with('/') {
-                    return Err(err(Some(si), format!("`source` does not start with / for route {s}")));
+                    return Err(err(
+                        Some(si),
+                        format!("`source` does not start with / for route {s}"),
+                    ));
                 }
                 if s.len() > MAX_SOURCE_LEN {
-                    return Err(err(Some(si), format!("exceeds max built length of {MAX_SOURCE_LEN} for route {s}")));
+                    return Err(err(
+                        Some(si),
+                        format!("exceeds max built length of {MAX_SOURCE_LEN} for route {s}"),
+                    ));
                 }
                 // the user's source must parse on its own (Next checks before wrapping)
                 pattern::compile_source(s).map_err(|e| err(Some(si), e))?;
                 let wrapped = next_wrap(s, opts);
                 let js = pattern::compile_source(&wrapped).map_err(|e| err(Some(si), e))?;
-                let re = Re::new(&js).map_err(|e| err(Some(si), format!("Invalid source: {s}: {e}")))?;
+                let re =
+                    Re::new(&js).map_err(|e| err(Some(si), format!("Invalid source: {s}: {e}")))?;
                 let fancy_re = match re {
                     Re::Fast(_) => {
                         fast_sources.push(js);
@@ -235,29 +270,57 @@ impl RuleSet {
                         Some(re)
                     }
                 };
-                let has = src.has.iter().map(compile_condition).collect::<Result<Vec<_>, _>>().map_err(|e| err(Some(si), format!("has: {e}")))?;
+                let has = src
+                    .has
+                    .iter()
+                    .map(compile_condition)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| err(Some(si), format!("has: {e}")))?;
                 let missing = src
                     .missing
                     .iter()
                     .map(compile_condition)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| err(Some(si), format!("missing: {e}")))?;
-                sources.push(CompiledSource { wrapped, fancy: fancy_re, has, missing });
+                sources.push(CompiledSource {
+                    wrapped,
+                    fancy: fancy_re,
+                    has,
+                    missing,
+                });
             }
             if spec.sources.is_empty() {
                 return Err(err(None, "`match` needs at least one source".to_string()));
             }
-            let methods = spec.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+            let methods = spec
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
             let hosts = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-            rules.push(CompiledRule { sources, methods, hosts });
+            rules.push(CompiledRule {
+                sources,
+                methods,
+                hosts,
+            });
         }
         let set = regex::RegexSetBuilder::new(&fast_sources)
             // a thousand wrapped sources are far past the default size limit
             .size_limit(512 * 1024 * 1024)
             .dfa_size_limit(64 * 1024 * 1024)
             .build()
-            .map_err(|e| BuildError { rule: 0, source_index: None, reason: format!("cannot compile the rule set: {e}") })?;
-        Ok(RuleSet { specs: specs.to_vec(), rules, set, set_owner, fancy })
+            .map_err(|e| BuildError {
+                rule: 0,
+                source_index: None,
+                reason: format!("cannot compile the rule set: {e}"),
+            })?;
+        Ok(RuleSet {
+            specs: specs.to_vec(),
+            rules,
+            set,
+            set_owner,
+            fancy,
+        })
     }
 
     /// Number of rules.
@@ -304,7 +367,9 @@ impl RuleSet {
         hits.into_iter()
             .find(|&(ri, si)| {
                 let rule = &self.rules[ri];
-                method_ok(rule, req.method) && host_ok(rule, req.host) && conditions_ok(&rule.sources[si], req)
+                method_ok(rule, req.method)
+                    && host_ok(rule, req.host)
+                    && conditions_ok(&rule.sources[si], req)
             })
             .map(|(ri, _)| ri)
     }
@@ -313,12 +378,24 @@ impl RuleSet {
     /// an unconditional catch-all, and exact duplicates of an earlier rule.
     pub fn unreachable_rules(&self) -> Vec<(usize, String)> {
         // a source that matches all of these paths is treated as a catch-all
-        const PROBES: [&str; 8] = ["/", "/a", "/a/b/c", "/_next/static/x.js", "/api/x", "/x.json", "/.well-known/y", "/favicon.ico"];
+        const PROBES: [&str; 8] = [
+            "/",
+            "/a",
+            "/a/b/c",
+            "/_next/static/x.js",
+            "/api/x",
+            "/x.json",
+            "/.well-known/y",
+            "/favicon.ico",
+        ];
         let mut out = Vec::new();
         let mut catch_all: Option<usize> = None;
         for (ri, rule) in self.rules.iter().enumerate() {
             if let Some(c) = catch_all {
-                out.push((ri, format!("can never match: rule {c} before it matches every request")));
+                out.push((
+                    ri,
+                    format!("can never match: rule {c} before it matches every request"),
+                ));
                 continue;
             }
             if let Some(prev) = self.specs[..ri].iter().position(|s| *s == self.specs[ri]) {
@@ -330,7 +407,9 @@ impl RuleSet {
                 && rule.sources.iter().enumerate().any(|(si, s)| {
                     s.has.is_empty()
                         && s.missing.is_empty()
-                        && PROBES.iter().all(|p| self.path_hits(&[p]).contains(&(ri, si)))
+                        && PROBES
+                            .iter()
+                            .all(|p| self.path_hits(&[p]).contains(&(ri, si)))
                 });
             if all {
                 catch_all = Some(ri);
@@ -374,7 +453,10 @@ impl RuleSet {
                 for (si, src) in rule.sources.iter().enumerate() {
                     let original = &self.specs[ri].sources[si].source;
                     if !hits.contains(&(ri, si)) {
-                        reasons.push(format!("source {original:?}: path does not match (wrapped as {:?})", src.wrapped));
+                        reasons.push(format!(
+                            "source {original:?}: path does not match (wrapped as {:?})",
+                            src.wrapped
+                        ));
                         continue;
                     }
                     let failed: Vec<String> = src
@@ -382,16 +464,28 @@ impl RuleSet {
                         .iter()
                         .filter(|c| !condition_holds(c, req))
                         .map(|c| format!("has {} not satisfied", describe(c)))
-                        .chain(src.missing.iter().filter(|c| condition_holds(c, req)).map(|c| format!("missing {} is present", describe(c))))
+                        .chain(
+                            src.missing
+                                .iter()
+                                .filter(|c| condition_holds(c, req))
+                                .map(|c| format!("missing {} is present", describe(c))),
+                        )
                         .collect();
                     if failed.is_empty() {
                         reasons.push(format!("source {original:?}: path matches"));
                         matched |= m_ok && h_ok;
                     } else {
-                        reasons.push(format!("source {original:?}: path matches, but {}", failed.join("; ")));
+                        reasons.push(format!(
+                            "source {original:?}: path matches, but {}",
+                            failed.join("; ")
+                        ));
                     }
                 }
-                RuleReport { rule: ri, matched, reasons }
+                RuleReport {
+                    rule: ri,
+                    matched,
+                    reasons,
+                }
             })
             .collect()
     }
@@ -422,13 +516,18 @@ fn host_ok(rule: &CompiledRule, host: Option<&str>) -> bool {
     }
     let Some(host) = host else { return false };
     rule.hosts.iter().any(|h| match h.strip_prefix("*.") {
-        Some(domain) => host.len() > domain.len() + 1 && host.ends_with(domain) && host.as_bytes()[host.len() - domain.len() - 1] == b'.',
+        Some(domain) => {
+            host.len() > domain.len() + 1
+                && host.ends_with(domain)
+                && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+        }
         None => h.eq_ignore_ascii_case(host),
     })
 }
 
 fn conditions_ok(src: &CompiledSource, req: &RequestParts<'_>) -> bool {
-    src.has.iter().all(|c| condition_holds(c, req)) && !src.missing.iter().any(|c| condition_holds(c, req))
+    src.has.iter().all(|c| condition_holds(c, req))
+        && !src.missing.iter().any(|c| condition_holds(c, req))
 }
 
 /// Next's `matchHas` for one item: the value must be present and non-empty, and match
@@ -436,7 +535,12 @@ fn conditions_ok(src: &CompiledSource, req: &RequestParts<'_>) -> bool {
 fn condition_holds(c: &CompiledCondition, req: &RequestParts<'_>) -> bool {
     let value: Option<std::borrow::Cow<'_, str>> = match c.kind {
         ConditionKind::Header => {
-            let vals: Vec<&str> = req.headers.get_all(c.key.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+            let vals: Vec<&str> = req
+                .headers
+                .get_all(c.key.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
             match vals.len() {
                 0 => None,
                 1 => Some(vals[0].into()),
@@ -444,7 +548,10 @@ fn condition_holds(c: &CompiledCondition, req: &RequestParts<'_>) -> bool {
             }
         }
         ConditionKind::Cookie => cookie_value(req.headers, &c.key).map(Into::into),
-        ConditionKind::Query => req.query.and_then(|q| query_value(q, &c.key)).map(Into::into),
+        ConditionKind::Query => req
+            .query
+            .and_then(|q| query_value(q, &c.key))
+            .map(Into::into),
         ConditionKind::Host => req.host.map(Into::into),
     };
     match (value, &c.value) {
@@ -459,11 +566,20 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     for h in headers.get_all(http::header::COOKIE) {
         let Ok(s) = h.to_str() else { continue };
         for pair in s.split(';') {
-            let Some((k, v)) = pair.split_once('=') else { continue };
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
             if k.trim() == name {
                 let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-                return Some(percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|x| x.strip_suffix('"'))
+                    .unwrap_or(v);
+                return Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -473,7 +589,11 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The last value of a query parameter (Node's `querystring` gives an array; Next
 /// takes its last element), `+` read as space, percent-decoded.
 fn query_value(query: &str, name: &str) -> Option<String> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .split('&')
         .filter_map(|kv| {
@@ -500,39 +620,77 @@ mod tests {
     use http::HeaderValue;
 
     fn src(s: &str) -> SourceSpec {
-        SourceSpec { source: s.to_string(), ..Default::default() }
+        SourceSpec {
+            source: s.to_string(),
+            ..Default::default()
+        }
     }
     fn rule(sources: Vec<SourceSpec>) -> MatcherSpec {
-        MatcherSpec { sources, ..Default::default() }
+        MatcherSpec {
+            sources,
+            ..Default::default()
+        }
     }
-    fn req<'a>(method: &'a str, host: Option<&'a str>, path: &'a str, query: Option<&'a str>, h: &'a HeaderMap) -> RequestParts<'a> {
-        RequestParts { method, host, path, query, headers: h }
+    fn req<'a>(
+        method: &'a str,
+        host: Option<&'a str>,
+        path: &'a str,
+        query: Option<&'a str>,
+        h: &'a HeaderMap,
+    ) -> RequestParts<'a> {
+        RequestParts {
+            method,
+            host,
+            path,
+            query,
+            headers: h,
+        }
     }
     fn cond(kind: ConditionKind, key: &str, value: Option<&str>) -> Condition {
-        Condition { kind, key: key.to_string(), value: value.map(str::to_string) }
+        Condition {
+            kind,
+            key: key.to_string(),
+            value: value.map(str::to_string),
+        }
     }
 
     #[test]
     fn first_match_wins_in_order() {
-        let set = RuleSet::build(&[rule(vec![src("/a/:p*")]), rule(vec![src("/:p*")])], &NextOptions::default()).unwrap();
+        let set = RuleSet::build(
+            &[rule(vec![src("/a/:p*")]), rule(vec![src("/:p*")])],
+            &NextOptions::default(),
+        )
+        .unwrap();
         let h = HeaderMap::new();
-        assert_eq!(set.first_match(&req("GET", None, "/a/b", None, &h)), Some(0));
+        assert_eq!(
+            set.first_match(&req("GET", None, "/a/b", None, &h)),
+            Some(0)
+        );
         assert_eq!(set.first_match(&req("GET", None, "/b", None, &h)), Some(1));
     }
 
     #[test]
     fn has_and_missing_follow_next_match_has() {
         let mut s = src("/:p*");
-        s.has = vec![cond(ConditionKind::Header, "X-Flag", Some("on|yes")), cond(ConditionKind::Cookie, "session", None)];
+        s.has = vec![
+            cond(ConditionKind::Header, "X-Flag", Some("on|yes")),
+            cond(ConditionKind::Cookie, "session", None),
+        ];
         s.missing = vec![cond(ConditionKind::Query, "preview", None)];
         let set = RuleSet::build(&[rule(vec![s])], &NextOptions::default()).unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-flag", HeaderValue::from_static("yes"));
         h.insert("cookie", HeaderValue::from_static("a=1; session=abc"));
         assert_eq!(set.first_match(&req("GET", None, "/x", None, &h)), Some(0));
-        assert_eq!(set.first_match(&req("GET", None, "/x", Some("preview=1"), &h)), None);
+        assert_eq!(
+            set.first_match(&req("GET", None, "/x", Some("preview=1"), &h)),
+            None
+        );
         // an empty value counts as absent, for `missing` too
-        assert_eq!(set.first_match(&req("GET", None, "/x", Some("preview="), &h)), Some(0));
+        assert_eq!(
+            set.first_match(&req("GET", None, "/x", Some("preview="), &h)),
+            Some(0)
+        );
         // the value regex is anchored
         h.insert("x-flag", HeaderValue::from_static("yes-please"));
         assert_eq!(set.first_match(&req("GET", None, "/x", None, &h)), None);
@@ -551,25 +709,52 @@ mod tests {
         r1.hosts = vec!["*.example.com".into()];
         let set = RuleSet::build(&[r0, r1], &NextOptions::default()).unwrap();
         let h = HeaderMap::new();
-        assert_eq!(set.first_match(&req("POST", Some("admin.example.com"), "/", None, &h)), Some(0));
-        assert_eq!(set.first_match(&req("GET", Some("admin.example.com"), "/", None, &h)), Some(1));
-        assert_eq!(set.first_match(&req("GET", Some("a.b.example.com"), "/", None, &h)), Some(1));
-        assert_eq!(set.first_match(&req("GET", Some("example.com"), "/", None, &h)), None);
-        assert_eq!(set.first_match(&req("GET", Some("evilexample.com"), "/", None, &h)), None);
+        assert_eq!(
+            set.first_match(&req("POST", Some("admin.example.com"), "/", None, &h)),
+            Some(0)
+        );
+        assert_eq!(
+            set.first_match(&req("GET", Some("admin.example.com"), "/", None, &h)),
+            Some(1)
+        );
+        assert_eq!(
+            set.first_match(&req("GET", Some("a.b.example.com"), "/", None, &h)),
+            Some(1)
+        );
+        assert_eq!(
+            set.first_match(&req("GET", Some("example.com"), "/", None, &h)),
+            None
+        );
+        assert_eq!(
+            set.first_match(&req("GET", Some("evilexample.com"), "/", None, &h)),
+            None
+        );
     }
 
     #[test]
     fn raw_and_decoded_paths_are_both_tried() {
-        let set = RuleSet::build(&[rule(vec![src("/caf\u{e9}")])], &NextOptions::default()).unwrap();
+        let set =
+            RuleSet::build(&[rule(vec![src("/caf\u{e9}")])], &NextOptions::default()).unwrap();
         let h = HeaderMap::new();
-        assert_eq!(set.first_match(&req("GET", None, "/caf%C3%A9", None, &h)), Some(0));
+        assert_eq!(
+            set.first_match(&req("GET", None, "/caf%C3%A9", None, &h)),
+            Some(0)
+        );
     }
 
     #[test]
     fn invalid_sources_are_refused_with_reasons() {
-        let e = RuleSet::build(&[rule(vec![src("/ok"), src("/(abc")])], &NextOptions::default()).unwrap_err();
-        assert_eq!((e.rule, e.source_index, e.reason.as_str()), (0, Some(1), "Unbalanced pattern at 1"));
-        let e = RuleSet::build(&[rule(vec![src("no-slash")])], &NextOptions::default()).unwrap_err();
+        let e = RuleSet::build(
+            &[rule(vec![src("/ok"), src("/(abc")])],
+            &NextOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.rule, e.source_index, e.reason.as_str()),
+            (0, Some(1), "Unbalanced pattern at 1")
+        );
+        let e =
+            RuleSet::build(&[rule(vec![src("no-slash")])], &NextOptions::default()).unwrap_err();
         assert!(e.reason.contains("does not start with /"), "{}", e.reason);
         let mut s = src("/x");
         s.has = vec![cond(ConditionKind::Header, "x", Some("("))];
@@ -579,7 +764,13 @@ mod tests {
     #[test]
     fn unreachable_rules_are_reported() {
         let set = RuleSet::build(
-            &[rule(vec![src("/a")]), rule(vec![src("/a")]), rule(vec![src("/((?!api).*)")]), rule(vec![src("/:path*")]), rule(vec![src("/b")])],
+            &[
+                rule(vec![src("/a")]),
+                rule(vec![src("/a")]),
+                rule(vec![src("/((?!api).*)")]),
+                rule(vec![src("/:path*")]),
+                rule(vec![src("/b")]),
+            ],
             &NextOptions::default(),
         )
         .unwrap();
@@ -597,7 +788,10 @@ mod tests {
         let h = HeaderMap::new();
         let rep = set.explain(&req("GET", None, "/premium/x", None, &h));
         assert!(!rep[0].matched);
-        assert!(rep[0].reasons.iter().any(|r| r.contains("method GET is not in [POST]")));
+        assert!(rep[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("method GET is not in [POST]")));
         assert!(rep[1].matched);
     }
 }

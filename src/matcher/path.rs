@@ -114,7 +114,9 @@ pub fn decoded(path: &str) -> Option<String> {
     if !path.contains('%') {
         return None;
     }
-    let d = percent_encoding::percent_decode_str(path).decode_utf8().ok()?;
+    let d = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
     (d != path).then(|| d.into_owned())
 }
 
@@ -146,7 +148,10 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_resolved() {
-        assert_eq!(normalise("/x/..%2Fpremium"), Err(PathError::EncodedSeparator));
+        assert_eq!(
+            normalise("/x/..%2Fpremium"),
+            Err(PathError::EncodedSeparator)
+        );
         assert_eq!(normalise("/x%2f"), Err(PathError::EncodedSeparator));
         assert_eq!(normalise("/a%5Cb"), Err(PathError::EncodedSeparator));
         assert_eq!(normalise("/a%00"), Err(PathError::EncodedSeparator));
@@ -160,7 +165,17 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        let odd = ["/%", "/%%", "/%e", "/é/%C3", "/\u{7f}", "/%2e%2", "/..%", "/\u{0}", "/a/%2E%2E%2F"];
+        let odd = [
+            "/%",
+            "/%%",
+            "/%e",
+            "/é/%C3",
+            "/\u{7f}",
+            "/%2e%2",
+            "/..%",
+            "/\u{0}",
+            "/a/%2E%2E%2F",
+        ];
         for s in odd {
             let _ = normalise(s);
             let _ = decoded(s);

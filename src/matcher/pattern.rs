@@ -85,20 +85,36 @@ fn lexer(s: &str) -> Result<Vec<LexToken>, String> {
         let c = chars[i];
         match c {
             '*' | '+' | '?' => {
-                tokens.push(LexToken { kind: Kind::Modifier, index: i, value: c.to_string() });
+                tokens.push(LexToken {
+                    kind: Kind::Modifier,
+                    index: i,
+                    value: c.to_string(),
+                });
                 i += 1;
             }
             '\\' => {
                 let v = chars.get(i + 1).map(|c| c.to_string()).unwrap_or_default();
-                tokens.push(LexToken { kind: Kind::EscapedChar, index: i, value: v });
+                tokens.push(LexToken {
+                    kind: Kind::EscapedChar,
+                    index: i,
+                    value: v,
+                });
                 i += 2;
             }
             '{' => {
-                tokens.push(LexToken { kind: Kind::Open, index: i, value: "{".into() });
+                tokens.push(LexToken {
+                    kind: Kind::Open,
+                    index: i,
+                    value: "{".into(),
+                });
                 i += 1;
             }
             '}' => {
-                tokens.push(LexToken { kind: Kind::Close, index: i, value: "}".into() });
+                tokens.push(LexToken {
+                    kind: Kind::Close,
+                    index: i,
+                    value: "}".into(),
+                });
                 i += 1;
             }
             ':' => {
@@ -111,7 +127,11 @@ fn lexer(s: &str) -> Result<Vec<LexToken>, String> {
                 if name.is_empty() {
                     return Err(format!("Missing parameter name at {i}"));
                 }
-                tokens.push(LexToken { kind: Kind::Name, index: i, value: name });
+                tokens.push(LexToken {
+                    kind: Kind::Name,
+                    index: i,
+                    value: name,
+                });
                 i = j;
             }
             '(' => {
@@ -151,16 +171,28 @@ fn lexer(s: &str) -> Result<Vec<LexToken>, String> {
                 if pattern.is_empty() {
                     return Err(format!("Missing pattern at {i}"));
                 }
-                tokens.push(LexToken { kind: Kind::Pattern, index: i, value: pattern });
+                tokens.push(LexToken {
+                    kind: Kind::Pattern,
+                    index: i,
+                    value: pattern,
+                });
                 i = j;
             }
             _ => {
-                tokens.push(LexToken { kind: Kind::Char, index: i, value: c.to_string() });
+                tokens.push(LexToken {
+                    kind: Kind::Char,
+                    index: i,
+                    value: c.to_string(),
+                });
                 i += 1;
             }
         }
     }
-    tokens.push(LexToken { kind: Kind::End, index: i, value: String::new() });
+    tokens.push(LexToken {
+        kind: Kind::End,
+        index: i,
+        value: String::new(),
+    });
     Ok(tokens)
 }
 
@@ -185,12 +217,18 @@ pub fn parse(s: &str) -> Result<Vec<Token>, String> {
             *i += 1;
             return Ok(tokens[*i - 1].value.clone());
         }
-        let (next, index) = tokens.get(*i).map_or(("END", s.len()), |t| (t.kind.js_name(), t.index));
-        Err(format!("Unexpected {next} at {index}, expected {}", kind.js_name()))
+        let (next, index) = tokens
+            .get(*i)
+            .map_or(("END", s.len()), |t| (t.kind.js_name(), t.index));
+        Err(format!(
+            "Unexpected {next} at {index}, expected {}",
+            kind.js_name()
+        ))
     };
     let consume_text = |i: &mut usize| -> String {
         let mut out = String::new();
-        while let Some(v) = try_consume(i, Kind::Char).or_else(|| try_consume(i, Kind::EscapedChar)) {
+        while let Some(v) = try_consume(i, Kind::Char).or_else(|| try_consume(i, Kind::EscapedChar))
+        {
             // JS `||` treats "" as false: an escaped char at the very end stops the loop
             if v.is_empty() {
                 break;
@@ -215,12 +253,18 @@ pub fn parse(s: &str) -> Result<Vec<Token>, String> {
                 Token::Key(k) => k.name.clone(),
                 Token::Text(t) => t.clone(),
             };
-            return Err(format!("Must have text between two parameters, missing text after \"{name}\""));
+            return Err(format!(
+                "Must have text between two parameters, missing text after \"{name}\""
+            ));
         }
         if prev_text.is_empty() || is_safe(&prev_text) {
             return Ok(format!("[^{}]+?", escape_string(DELIMITER)));
         }
-        Ok(format!("(?:(?!{})[^{}])+?", escape_string(&prev_text), escape_string(DELIMITER)))
+        Ok(format!(
+            "(?:(?!{})[^{}])+?",
+            escape_string(&prev_text),
+            escape_string(DELIMITER)
+        ))
     };
 
     while i < tokens.len() {
@@ -251,7 +295,13 @@ pub fn parse(s: &str) -> Result<Vec<Token>, String> {
                 }
             };
             let modifier = try_consume(&mut i, Kind::Modifier).unwrap_or_default();
-            result.push(Token::Key(Key { name, prefix, suffix: String::new(), pattern: pat, modifier }));
+            result.push(Token::Key(Key {
+                name,
+                prefix,
+                suffix: String::new(),
+                pattern: pat,
+                modifier,
+            }));
             continue;
         }
         if let Some(v) = ch.or_else(|| try_consume(&mut i, Kind::EscapedChar)) {
@@ -279,7 +329,13 @@ pub fn parse(s: &str) -> Result<Vec<Token>, String> {
                 (name, pattern)
             };
             let modifier = try_consume(&mut i, Kind::Modifier).unwrap_or_default();
-            result.push(Token::Key(Key { name, prefix, suffix, pattern, modifier }));
+            result.push(Token::Key(Key {
+                name,
+                prefix,
+                suffix,
+                pattern,
+                modifier,
+            }));
             continue;
         }
         must_consume(&mut i, Kind::End)?;
@@ -306,11 +362,17 @@ pub fn to_regex_source(tokens: &[Token]) -> Result<String, String> {
                                 p = k.pattern
                             ));
                         } else {
-                            route.push_str(&format!("(?:{prefix}({}){suffix}){}", k.pattern, k.modifier));
+                            route.push_str(&format!(
+                                "(?:{prefix}({}){suffix}){}",
+                                k.pattern, k.modifier
+                            ));
                         }
                     } else {
                         if k.modifier == "+" || k.modifier == "*" {
-                            return Err(format!("Can not repeat \"{}\" without a prefix and suffix", k.name));
+                            return Err(format!(
+                                "Can not repeat \"{}\" without a prefix and suffix",
+                                k.name
+                            ));
                         }
                         route.push_str(&format!("({}){}", k.pattern, k.modifier));
                     }
@@ -341,7 +403,10 @@ mod tests {
             compile_source("/about/:path*").unwrap(),
             "^\\/about(?:\\/((?:[^\\/#\\?]+?)(?:\\/(?:[^\\/#\\?]+?))*))?[\\/#\\?]?$"
         );
-        assert_eq!(compile_source("/user/:id(\\d+)").unwrap(), "^\\/user(?:\\/(\\d+))[\\/#\\?]?$");
+        assert_eq!(
+            compile_source("/user/:id(\\d+)").unwrap(),
+            "^\\/user(?:\\/(\\d+))[\\/#\\?]?$"
+        );
         assert_eq!(
             compile_source("/((?!api|_next/static).*)").unwrap(),
             "^(?:\\/((?!api|_next/static).*))[\\/#\\?]?$"
@@ -350,13 +415,34 @@ mod tests {
 
     #[test]
     fn errors_are_6_3_0_words() {
-        assert_eq!(compile_source("/:").unwrap_err(), "Missing parameter name at 1");
-        assert_eq!(compile_source("/(abc").unwrap_err(), "Unbalanced pattern at 1");
-        assert_eq!(compile_source("/(?abc)").unwrap_err(), "Pattern cannot start with \"?\" at 2");
-        assert_eq!(compile_source("/((a))").unwrap_err(), "Capturing groups are not allowed at 2");
+        assert_eq!(
+            compile_source("/:").unwrap_err(),
+            "Missing parameter name at 1"
+        );
+        assert_eq!(
+            compile_source("/(abc").unwrap_err(),
+            "Unbalanced pattern at 1"
+        );
+        assert_eq!(
+            compile_source("/(?abc)").unwrap_err(),
+            "Pattern cannot start with \"?\" at 2"
+        );
+        assert_eq!(
+            compile_source("/((a))").unwrap_err(),
+            "Capturing groups are not allowed at 2"
+        );
         assert_eq!(compile_source("/()").unwrap_err(), "Missing pattern at 1");
-        assert_eq!(compile_source("/{abc").unwrap_err(), "Unexpected END at 5, expected CLOSE");
-        assert_eq!(compile_source("/:a:b").unwrap_err(), "Must have text between two parameters, missing text after \"a\"");
-        assert_eq!(compile_source("/x-:slug*").unwrap_err(), "Can not repeat \"slug\" without a prefix and suffix");
+        assert_eq!(
+            compile_source("/{abc").unwrap_err(),
+            "Unexpected END at 5, expected CLOSE"
+        );
+        assert_eq!(
+            compile_source("/:a:b").unwrap_err(),
+            "Must have text between two parameters, missing text after \"a\""
+        );
+        assert_eq!(
+            compile_source("/x-:slug*").unwrap_err(),
+            "Can not repeat \"slug\" without a prefix and suffix"
+        );
     }
 }

@@ -52,7 +52,9 @@ pub struct AuthjsCodec {
 
 impl std::fmt::Debug for AuthjsCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthjsCodec").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("AuthjsCodec")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,7 +77,11 @@ fn hkdf(ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Option<Vec<u8>> {
 /// RFC 7638 thumbprint of an `oct` JWK, with SHA-512 for 64-byte keys, SHA-256 else.
 fn thumbprint(key: &[u8]) -> String {
     let jwk = format!(r#"{{"k":"{}","kty":"oct"}}"#, B64.encode(key));
-    let alg = if key.len() == 64 { &ring::digest::SHA512 } else { &ring::digest::SHA256 };
+    let alg = if key.len() == 64 {
+        &ring::digest::SHA512
+    } else {
+        &ring::digest::SHA256
+    };
     B64.encode(ring::digest::digest(alg, jwk.as_bytes()))
 }
 
@@ -99,35 +105,64 @@ impl AuthjsCodec {
                         }
                     }
                     Version::V4 => {
-                        let gcm = hkdf(s.expose(), b"", b"NextAuth.js Generated Encryption Key", 32)?;
-                        Derived { cbc: None, cbc_kid: String::new(), gcm_kid: thumbprint(&gcm), gcm: LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &gcm).ok()?) }
+                        let gcm =
+                            hkdf(s.expose(), b"", b"NextAuth.js Generated Encryption Key", 32)?;
+                        Derived {
+                            cbc: None,
+                            cbc_kid: String::new(),
+                            gcm_kid: thumbprint(&gcm),
+                            gcm: LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &gcm).ok()?),
+                        }
                     }
                 };
                 keys.push(d);
             }
             out.push((name.clone(), keys));
         }
-        Some(AuthjsCodec { version, names: out, rng: SystemRandom::new() })
+        Some(AuthjsCodec {
+            version,
+            names: out,
+            rng: SystemRandom::new(),
+        })
     }
 
     fn keys(&self, cookie: &str) -> Option<&[Derived]> {
-        self.names.iter().find(|(n, _)| n == cookie).map(|(_, k)| k.as_slice())
+        self.names
+            .iter()
+            .find(|(n, _)| n == cookie)
+            .map(|(_, k)| k.as_slice())
     }
 
     /// Decrypts a token carried under `cookie` and returns its claims.
     pub fn open(&self, token: &str, cookie: &str) -> Result<Map<String, Value>, Invalid> {
         let keys = self.keys(cookie).ok_or(Invalid::Malformed)?;
         let mut parts = token.split('.');
-        let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(Invalid::Malformed);
         };
-        let header: Map<String, Value> = B64.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(Invalid::Malformed)?;
-        if header.get("alg").and_then(Value::as_str) != Some("dir") || !ek.is_empty() || header.contains_key("zip") || header.contains_key("crit") {
+        let header: Map<String, Value> = B64
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(Invalid::Malformed)?;
+        if header.get("alg").and_then(Value::as_str) != Some("dir")
+            || !ek.is_empty()
+            || header.contains_key("zip")
+            || header.contains_key("crit")
+        {
             return Err(Invalid::Malformed);
         }
-        let enc = header.get("enc").and_then(Value::as_str).ok_or(Invalid::Malformed)?;
+        let enc = header
+            .get("enc")
+            .and_then(Value::as_str)
+            .ok_or(Invalid::Malformed)?;
         let allowed = match self.version {
             Version::V5 => enc == CBC_HS512 || enc == GCM,
             Version::V4 => enc == GCM,
@@ -143,7 +178,16 @@ impl AuthjsCodec {
         let kid = header.get("kid").and_then(Value::as_str);
         let candidates: Vec<&Derived> = match (self.version, kid) {
             (Version::V5, Some(kid)) => {
-                let found: Vec<&Derived> = keys.iter().filter(|k| if enc == GCM { k.gcm_kid == kid } else { k.cbc_kid == kid }).collect();
+                let found: Vec<&Derived> = keys
+                    .iter()
+                    .filter(|k| {
+                        if enc == GCM {
+                            k.gcm_kid == kid
+                        } else {
+                            k.cbc_kid == kid
+                        }
+                    })
+                    .collect();
                 if found.is_empty() {
                     return Err(Invalid::UnknownKid);
                 }
@@ -154,7 +198,15 @@ impl AuthjsCodec {
         let aad = h.as_bytes();
         let plain = candidates
             .iter()
-            .find_map(|k| if enc == GCM { open_gcm(&k.gcm, aad, &iv, &ct, &tag) } else { k.cbc.as_ref().and_then(|key| open_cbc(key.expose(), aad, &iv, &ct, &tag)) })
+            .find_map(|k| {
+                if enc == GCM {
+                    open_gcm(&k.gcm, aad, &iv, &ct, &tag)
+                } else {
+                    k.cbc
+                        .as_ref()
+                        .and_then(|key| open_cbc(key.expose(), aad, &iv, &ct, &tag))
+                }
+            })
             .ok_or(Invalid::BadSignature)?;
         serde_json::from_slice(&plain).map_err(|_| Invalid::Malformed)
     }
@@ -165,22 +217,44 @@ impl AuthjsCodec {
         let payload = serde_json::to_vec(claims).ok()?;
         match self.version {
             Version::V5 => {
-                let header = format!(r#"{{"alg":"dir","enc":"{CBC_HS512}","kid":"{}"}}"#, key.cbc_kid);
+                let header = format!(
+                    r#"{{"alg":"dir","enc":"{CBC_HS512}","kid":"{}"}}"#,
+                    key.cbc_kid
+                );
                 let h = B64.encode(header);
                 let mut iv = [0u8; 16];
                 self.rng.fill(&mut iv).ok()?;
                 let k = key.cbc.as_ref()?.expose();
-                let ct = cbc::Encryptor::<aes::Aes256>::new_from_slices(&k[32..], &iv).ok()?.encrypt_padded_vec_mut::<Pkcs7>(&payload);
+                let ct = cbc::Encryptor::<aes::Aes256>::new_from_slices(&k[32..], &iv)
+                    .ok()?
+                    .encrypt_padded_vec_mut::<Pkcs7>(&payload);
                 let tag = cbc_tag(&k[..32], h.as_bytes(), &iv, &ct);
-                Some(format!("{h}..{}.{}.{}", B64.encode(iv), B64.encode(ct), B64.encode(tag)))
+                Some(format!(
+                    "{h}..{}.{}.{}",
+                    B64.encode(iv),
+                    B64.encode(ct),
+                    B64.encode(tag)
+                ))
             }
             Version::V4 => {
                 let h = B64.encode(format!(r#"{{"alg":"dir","enc":"{GCM}"}}"#));
                 let mut iv = [0u8; 12];
                 self.rng.fill(&mut iv).ok()?;
                 let mut buf = payload;
-                let tag = key.gcm.seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(iv), aead::Aad::from(h.as_bytes()), &mut buf).ok()?;
-                Some(format!("{h}..{}.{}.{}", B64.encode(iv), B64.encode(buf), B64.encode(tag.as_ref())))
+                let tag = key
+                    .gcm
+                    .seal_in_place_separate_tag(
+                        aead::Nonce::assume_unique_for_key(iv),
+                        aead::Aad::from(h.as_bytes()),
+                        &mut buf,
+                    )
+                    .ok()?;
+                Some(format!(
+                    "{h}..{}.{}.{}",
+                    B64.encode(iv),
+                    B64.encode(buf),
+                    B64.encode(tag.as_ref())
+                ))
             }
         }
     }
@@ -206,7 +280,10 @@ fn open_cbc(key: &[u8], aad: &[u8], iv: &[u8], ct: &[u8], tag: &[u8]) -> Option<
     if !ct_eq(&cbc_tag(&key[..32], aad, iv, ct), tag) {
         return None;
     }
-    cbc::Decryptor::<aes::Aes256>::new_from_slices(&key[32..], iv).ok()?.decrypt_padded_vec_mut::<Pkcs7>(ct).ok()
+    cbc::Decryptor::<aes::Aes256>::new_from_slices(&key[32..], iv)
+        .ok()?
+        .decrypt_padded_vec_mut::<Pkcs7>(ct)
+        .ok()
 }
 
 fn open_gcm(key: &LessSafeKey, aad: &[u8], iv: &[u8], ct: &[u8], tag: &[u8]) -> Option<Vec<u8>> {
@@ -214,7 +291,9 @@ fn open_gcm(key: &LessSafeKey, aad: &[u8], iv: &[u8], ct: &[u8], tag: &[u8]) -> 
     let mut buf = Vec::with_capacity(ct.len() + tag.len());
     buf.extend_from_slice(ct);
     buf.extend_from_slice(tag);
-    let plain = key.open_in_place(nonce, aead::Aad::from(aad), &mut buf).ok()?;
+    let plain = key
+        .open_in_place(nonce, aead::Aad::from(aad), &mut buf)
+        .ok()?;
     Some(plain.to_vec())
 }
 
@@ -224,15 +303,29 @@ mod tests {
     use serde_json::json;
 
     fn codec(v: Version, secrets: &[&str]) -> AuthjsCodec {
-        let s: Vec<Secret> = secrets.iter().map(|x| Secret::new(x.as_bytes().to_vec())).collect();
-        AuthjsCodec::new(v, &s, &["authjs.session-token".into(), "__Secure-authjs.session-token".into()]).unwrap()
+        let s: Vec<Secret> = secrets
+            .iter()
+            .map(|x| Secret::new(x.as_bytes().to_vec()))
+            .collect();
+        AuthjsCodec::new(
+            v,
+            &s,
+            &[
+                "authjs.session-token".into(),
+                "__Secure-authjs.session-token".into(),
+            ],
+        )
+        .unwrap()
     }
 
     #[test]
     fn round_trips_and_rejects_tampering() {
         for v in [Version::V5, Version::V4] {
             let c = codec(v, &["first-secret", "second-secret"]);
-            let claims = json!({"sub": "u1", "name": "Ada"}).as_object().cloned().unwrap();
+            let claims = json!({"sub": "u1", "name": "Ada"})
+                .as_object()
+                .cloned()
+                .unwrap();
             let t = c.seal(&claims, "authjs.session-token").unwrap();
             assert_eq!(c.open(&t, "authjs.session-token").unwrap(), claims);
             // the cookie name is the v5 salt: a token moved to the other name fails
@@ -243,8 +336,14 @@ mod tests {
             let mut ct = B64.decode(&parts[3]).unwrap();
             ct[0] ^= 1;
             parts[3] = B64.encode(ct);
-            assert_eq!(c.open(&parts.join("."), "authjs.session-token"), Err(Invalid::BadSignature));
-            assert_eq!(c.open("a.b.c", "authjs.session-token"), Err(Invalid::Malformed));
+            assert_eq!(
+                c.open(&parts.join("."), "authjs.session-token"),
+                Err(Invalid::BadSignature)
+            );
+            assert_eq!(
+                c.open("a.b.c", "authjs.session-token"),
+                Err(Invalid::Malformed)
+            );
         }
     }
 
@@ -256,6 +355,9 @@ mod tests {
         let t = old.seal(&claims, "authjs.session-token").unwrap();
         assert_eq!(new.open(&t, "authjs.session-token").unwrap(), claims);
         let unknown = codec(Version::V5, &["other"]);
-        assert_eq!(unknown.open(&t, "authjs.session-token"), Err(Invalid::UnknownKid));
+        assert_eq!(
+            unknown.open(&t, "authjs.session-token"),
+            Err(Invalid::UnknownKid)
+        );
     }
 }

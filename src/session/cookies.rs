@@ -30,7 +30,10 @@ pub struct Carried {
 
 impl std::fmt::Debug for Carried {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Carried").field("token", &"[redacted]").field("names", &self.names).finish()
+        f.debug_struct("Carried")
+            .field("token", &"[redacted]")
+            .field("names", &self.names)
+            .finish()
     }
 }
 
@@ -87,7 +90,12 @@ pub fn split(name: &str, token: &str, chunk_size: usize) -> Vec<(String, String)
         .as_bytes()
         .chunks(chunk_size.max(1))
         .enumerate()
-        .map(|(i, c)| (format!("{name}.{i}"), String::from_utf8_lossy(c).into_owned()))
+        .map(|(i, c)| {
+            (
+                format!("{name}.{i}"),
+                String::from_utf8_lossy(c).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -105,13 +113,18 @@ fn attrs_for(name: &str, a: &CookieAttributes) -> (String, Option<String>, bool)
     if name.starts_with("__Host-") {
         ("/".to_string(), None, true)
     } else {
-        (a.path.clone(), a.domain.clone(), a.secure || name.starts_with("__Secure-"))
+        (
+            a.path.clone(),
+            a.domain.clone(),
+            a.secure || name.starts_with("__Secure-"),
+        )
     }
 }
 
 fn build(name: &str, value: &str, a: &CookieAttributes, max_age: i64, now: u64) -> String {
     let (path, domain, secure) = attrs_for(name, a);
-    let expires = OffsetDateTime::from_unix_timestamp(now as i64 + max_age).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let expires = OffsetDateTime::from_unix_timestamp(now as i64 + max_age)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut c = Cookie::build((name.to_string(), value.to_string()))
         .path(path)
         .secure(secure)
@@ -145,8 +158,17 @@ pub fn deletion(name: &str, a: &CookieAttributes) -> String {
 /// `Set-Cookie` values for a new token's cookies (from [`split`]), then
 /// deletions of every session cookie the request carried that the new set does not
 /// overwrite (a plain cookie after chunking, chunks past the new count, …).
-pub fn set_cookies(parts: &[(String, String)], a: &CookieAttributes, max_age: i64, now: u64, carried: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = parts.iter().map(|(n, v)| build(n, v, a, max_age, now)).collect();
+pub fn set_cookies(
+    parts: &[(String, String)],
+    a: &CookieAttributes,
+    max_age: i64,
+    now: u64,
+    carried: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = parts
+        .iter()
+        .map(|(n, v)| build(n, v, a, max_age, now))
+        .collect();
     for old in carried {
         if !parts.iter().any(|(n, _)| n == old) {
             out.push(deletion(old, a));
@@ -201,7 +223,13 @@ mod tests {
     use super::*;
 
     fn attrs() -> CookieAttributes {
-        CookieAttributes { path: "/".into(), domain: None, secure: false, http_only: true, same_site: SameSite::Lax }
+        CookieAttributes {
+            path: "/".into(),
+            domain: None,
+            secure: false,
+            http_only: true,
+            same_site: SameSite::Lax,
+        }
     }
 
     #[test]
@@ -223,7 +251,11 @@ mod tests {
         let parts = split("s", &token, 3936);
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0].0, "s.0");
-        let header = parts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let header = parts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
         assert_eq!(read(&pairs(&header), "s").unwrap().token, token);
     }
 
@@ -236,7 +268,10 @@ mod tests {
         assert!(out[0].contains("Max-Age=300"));
         for (i, d) in out[1..].iter().enumerate() {
             assert!(d.starts_with(&format!("s.{i}=; ")), "{d}");
-            assert!(d.contains("Max-Age=0") && d.contains("Expires=Thu, 01 Jan 1970 00:00:00 GMT"), "{d}");
+            assert!(
+                d.contains("Max-Age=0") && d.contains("Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+                "{d}"
+            );
         }
     }
 
@@ -246,9 +281,15 @@ mod tests {
         a.domain = Some("example.com".into());
         a.path = "/app".into();
         let d = deletion("__Host-s", &a);
-        assert!(d.contains("Path=/") && d.contains("Secure") && !d.contains("Domain"), "{d}");
+        assert!(
+            d.contains("Path=/") && d.contains("Secure") && !d.contains("Domain"),
+            "{d}"
+        );
         let d = deletion("__Secure-s", &a);
-        assert!(d.contains("Secure") && d.contains("Domain=example.com") && d.contains("Path=/app"), "{d}");
+        assert!(
+            d.contains("Secure") && d.contains("Domain=example.com") && d.contains("Path=/app"),
+            "{d}"
+        );
     }
 
     #[test]

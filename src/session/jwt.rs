@@ -59,9 +59,18 @@ impl Alg {
 
 enum Material {
     Hmac(ring::hmac::Key),
-    Rsa { pair: Option<RsaKeyPair>, public: Vec<u8> },
-    Ecdsa { pair: Option<EcdsaKeyPair>, public: Vec<u8> },
-    Ed25519 { pair: Option<Ed25519KeyPair>, public: Vec<u8> },
+    Rsa {
+        pair: Option<RsaKeyPair>,
+        public: Vec<u8>,
+    },
+    Ecdsa {
+        pair: Option<EcdsaKeyPair>,
+        public: Vec<u8>,
+    },
+    Ed25519 {
+        pair: Option<Ed25519KeyPair>,
+        public: Vec<u8>,
+    },
 }
 
 /// One verified-and-maybe-signing key.
@@ -75,7 +84,10 @@ pub struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,16 +105,24 @@ impl Key {
         match (&self.material, self.alg) {
             (Material::Hmac(k), _) => ring::hmac::verify(k, input, sig).is_ok(),
             (Material::Rsa { public, .. }, Alg::RS256) => {
-                UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public).verify(input, sig).is_ok()
+                UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public)
+                    .verify(input, sig)
+                    .is_ok()
             }
             (Material::Rsa { public, .. }, Alg::PS256) => {
-                UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, public).verify(input, sig).is_ok()
+                UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, public)
+                    .verify(input, sig)
+                    .is_ok()
             }
             (Material::Ecdsa { public, .. }, _) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public).verify(input, sig).is_ok()
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public)
+                    .verify(input, sig)
+                    .is_ok()
             }
             (Material::Ed25519 { public, .. }, _) => {
-                UnparsedPublicKey::new(&signature::ED25519, public).verify(input, sig).is_ok()
+                UnparsedPublicKey::new(&signature::ED25519, public)
+                    .verify(input, sig)
+                    .is_ok()
             }
             _ => false,
         }
@@ -112,12 +132,18 @@ impl Key {
         match (&self.material, self.alg) {
             (Material::Hmac(k), _) => Some(ring::hmac::sign(k, input).as_ref().to_vec()),
             (Material::Rsa { pair: Some(p), .. }, alg) => {
-                let enc: &dyn signature::RsaEncoding = if alg == Alg::PS256 { &signature::RSA_PSS_SHA256 } else { &signature::RSA_PKCS1_SHA256 };
+                let enc: &dyn signature::RsaEncoding = if alg == Alg::PS256 {
+                    &signature::RSA_PSS_SHA256
+                } else {
+                    &signature::RSA_PKCS1_SHA256
+                };
                 let mut sig = vec![0u8; p.public().modulus_len()];
                 p.sign(enc, rng, input, &mut sig).ok()?;
                 Some(sig)
             }
-            (Material::Ecdsa { pair: Some(p), .. }, _) => p.sign(rng, input).ok().map(|s| s.as_ref().to_vec()),
+            (Material::Ecdsa { pair: Some(p), .. }, _) => {
+                p.sign(rng, input).ok().map(|s| s.as_ref().to_vec())
+            }
             (Material::Ed25519 { pair: Some(p), .. }, _) => Some(p.sign(input).as_ref().to_vec()),
             _ => None,
         }
@@ -148,7 +174,10 @@ const OID_ED25519: &str = "1.3.101.112";
 fn pem_der(pem_bytes: &[u8], want: &str) -> Result<Vec<u8>, String> {
     let p = pem::parse(pem_bytes).map_err(|e| format!("not a PEM file: {e}"))?;
     if p.tag() != want {
-        return Err(format!("expected a PEM \"{want}\" block, found \"{}\"", p.tag()));
+        return Err(format!(
+            "expected a PEM \"{want}\" block, found \"{}\"",
+            p.tag()
+        ));
     }
     Ok(p.into_contents())
 }
@@ -156,11 +185,18 @@ fn pem_der(pem_bytes: &[u8], want: &str) -> Result<Vec<u8>, String> {
 /// The raw public key of an SPKI, after checking its algorithm OID.
 fn spki_key(der: &[u8], oid: &str) -> Result<Vec<u8>, String> {
     use spki::der::Decode;
-    let info = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
+    let info = spki::SubjectPublicKeyInfoRef::from_der(der)
+        .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
     if info.algorithm.oid.to_string() != oid {
-        return Err(format!("public key algorithm {} does not fit this key's alg", info.algorithm.oid));
+        return Err(format!(
+            "public key algorithm {} does not fit this key's alg",
+            info.algorithm.oid
+        ));
     }
-    info.subject_public_key.as_bytes().map(<[u8]>::to_vec).ok_or_else(|| "malformed public key bits".to_string())
+    info.subject_public_key
+        .as_bytes()
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| "malformed public key bits".to_string())
 }
 
 impl KeySet {
@@ -169,11 +205,18 @@ impl KeySet {
         let rng = SystemRandom::new();
         let mut keys = Vec::with_capacity(specs.len());
         for spec in specs {
-            let err = |reason: String| KeyError { origin: spec.origin.clone(), reason };
-            let alg = Alg::parse(&spec.alg).ok_or_else(|| err(format!("unsupported alg {:?}", spec.alg)))?;
+            let err = |reason: String| KeyError {
+                origin: spec.origin.clone(),
+                reason,
+            };
+            let alg = Alg::parse(&spec.alg)
+                .ok_or_else(|| err(format!("unsupported alg {:?}", spec.alg)))?;
             let material = match alg {
                 Alg::HS256 | Alg::HS384 | Alg::HS512 => {
-                    let s = spec.secret.as_ref().ok_or_else(|| err("missing secret".into()))?;
+                    let s = spec
+                        .secret
+                        .as_ref()
+                        .ok_or_else(|| err("missing secret".into()))?;
                     let a = match alg {
                         Alg::HS256 => ring::hmac::HMAC_SHA256,
                         Alg::HS384 => ring::hmac::HMAC_SHA384,
@@ -184,13 +227,16 @@ impl KeySet {
                 Alg::RS256 | Alg::PS256 => {
                     let pair = match &spec.private_key_pem {
                         Some(p) => Some(
-                            RsaKeyPair::from_pkcs8(&pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?)
-                                .map_err(|e| err(format!("not an RSA PKCS#8 private key: {e}")))?,
+                            RsaKeyPair::from_pkcs8(
+                                &pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?,
+                            )
+                            .map_err(|e| err(format!("not an RSA PKCS#8 private key: {e}")))?,
                         ),
                         None => None,
                     };
                     let public = match (&spec.public_key_pem, &pair) {
-                        (Some(p), _) => spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_RSA).map_err(&err)?,
+                        (Some(p), _) => spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_RSA)
+                            .map_err(&err)?,
                         (None, Some(kp)) => kp.public_key().as_ref().to_vec(),
                         (None, None) => return Err(err("needs private_key or public_key".into())),
                     };
@@ -199,13 +245,18 @@ impl KeySet {
                 Alg::ES256 => {
                     let pair = match &spec.private_key_pem {
                         Some(p) => Some(
-                            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?, &rng)
-                                .map_err(|e| err(format!("not a P-256 PKCS#8 private key: {e}")))?,
+                            EcdsaKeyPair::from_pkcs8(
+                                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                                &pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?,
+                                &rng,
+                            )
+                            .map_err(|e| err(format!("not a P-256 PKCS#8 private key: {e}")))?,
                         ),
                         None => None,
                     };
                     let public = match (&spec.public_key_pem, &pair) {
-                        (Some(p), _) => spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_EC).map_err(&err)?,
+                        (Some(p), _) => spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_EC)
+                            .map_err(&err)?,
                         (None, Some(kp)) => kp.public_key().as_ref().to_vec(),
                         (None, None) => return Err(err("needs private_key or public_key".into())),
                     };
@@ -214,13 +265,18 @@ impl KeySet {
                 Alg::EdDSA => {
                     let pair = match &spec.private_key_pem {
                         Some(p) => Some(
-                            Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?)
-                                .map_err(|e| err(format!("not an Ed25519 PKCS#8 private key: {e}")))?,
+                            Ed25519KeyPair::from_pkcs8_maybe_unchecked(
+                                &pem_der(p.expose(), "PRIVATE KEY").map_err(&err)?,
+                            )
+                            .map_err(|e| err(format!("not an Ed25519 PKCS#8 private key: {e}")))?,
                         ),
                         None => None,
                     };
                     let public = match (&spec.public_key_pem, &pair) {
-                        (Some(p), _) => spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_ED25519).map_err(&err)?,
+                        (Some(p), _) => {
+                            spki_key(&pem_der(p, "PUBLIC KEY").map_err(&err)?, OID_ED25519)
+                                .map_err(&err)?
+                        }
                         (None, Some(kp)) => kp.public_key().as_ref().to_vec(),
                         (None, None) => return Err(err("needs private_key or public_key".into())),
                     };
@@ -234,13 +290,22 @@ impl KeySet {
                 header.insert("kid".into(), Value::String(k.clone()));
             }
             let header_b64 = B64.encode(Value::Object(header).to_string());
-            keys.push(Key { kid: spec.kid.clone(), alg, material, header_b64 });
+            keys.push(Key {
+                kid: spec.kid.clone(),
+                alg,
+                material,
+                header_b64,
+            });
         }
         match keys.first() {
-            None => Err(KeyError { origin: "session.reissue.keys".into(), reason: "no keys".into() }),
+            None => Err(KeyError {
+                origin: "session.reissue.keys".into(),
+                reason: "no keys".into(),
+            }),
             Some(k) if !k.can_sign() => Err(KeyError {
                 origin: specs[0].origin.clone(),
-                reason: "the first key signs re-minted tokens, so it needs a private key or secret".into(),
+                reason: "the first key signs re-minted tokens, so it needs a private key or secret"
+                    .into(),
             }),
             Some(_) => Ok(KeySet { keys, rng }),
         }
@@ -250,7 +315,9 @@ impl KeySet {
     /// and the payload's shape are checked here; time checks are the caller's.
     pub fn verify(&self, token: &str) -> Result<Map<String, Value>, Invalid> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(Invalid::Malformed);
         };
         let header: Map<String, Value> = B64
@@ -262,12 +329,19 @@ impl KeySet {
             // no critical extensions are understood, so none can be honoured
             return Err(Invalid::Malformed);
         }
-        let alg = header.get("alg").and_then(Value::as_str).ok_or(Invalid::Malformed)?;
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(Invalid::Malformed)?;
         let sig = B64.decode(s).map_err(|_| Invalid::Malformed)?;
         let input = &token.as_bytes()[..h.len() + 1 + p.len()];
         match header.get("kid") {
             Some(Value::String(kid)) => {
-                let key = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).ok_or(Invalid::UnknownKid)?;
+                let key = self
+                    .keys
+                    .iter()
+                    .find(|k| k.kid.as_deref() == Some(kid))
+                    .ok_or(Invalid::UnknownKid)?;
                 // the key pins its algorithm: a header naming another one is refused
                 if key.alg.name() != alg || !key.verify(input, &sig) {
                     return Err(Invalid::BadSignature);

@@ -97,7 +97,12 @@ pub struct Decision {
 
 impl Decision {
     fn none() -> Decision {
-        Decision { outcome: Outcome::None, claims: None, upstream_cookie: None, set_cookies: Vec::new() }
+        Decision {
+            outcome: Outcome::None,
+            claims: None,
+            upstream_cookie: None,
+            set_cookies: Vec::new(),
+        }
     }
 }
 
@@ -131,7 +136,9 @@ pub struct SessionEngine {
 
 impl std::fmt::Debug for SessionEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionEngine").field("cookie", &self.cookie).finish_non_exhaustive()
+        f.debug_struct("SessionEngine")
+            .field("cookie", &self.cookie)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +149,10 @@ pub fn rotation_allowed(method: &http::Method, headers: &HeaderMap) -> bool {
         return false;
     }
     let has = |name: &str, want: &str| {
-        headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(want)))
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains(want))
+        })
     };
     !(has("sec-purpose", "prefetch")
         || has("purpose", "prefetch")
@@ -161,13 +171,22 @@ impl SessionEngine {
             names,
             attributes: r.attributes.clone(),
             chunk_size: r.chunk_size,
-            timing: Timing { rotate_every: s.rotate_every, absolute_timeout: s.absolute_timeout, idle_timeout: s.idle_timeout, leeway: s.leeway },
+            timing: Timing {
+                rotate_every: s.rotate_every,
+                absolute_timeout: s.absolute_timeout,
+                idle_timeout: s.idle_timeout,
+                leeway: s.leeway,
+            },
             codec,
         })
     }
 
     fn codec(r: &Reissue, names: &[String]) -> Result<Codec, EngineError> {
-        let authjs = |v| authjs::AuthjsCodec::new(v, &r.secrets, names).map(Codec::Authjs).ok_or(EngineError::Unsupported("deriving Auth.js keys"));
+        let authjs = |v| {
+            authjs::AuthjsCodec::new(v, &r.secrets, names)
+                .map(Codec::Authjs)
+                .ok_or(EngineError::Unsupported("deriving Auth.js keys"))
+        };
         match r.format {
             TokenFormat::Jwt => Ok(Codec::Jwt(jwt::KeySet::from_specs(&r.keys)?)),
             TokenFormat::Authjs => authjs(authjs::Version::V5),
@@ -182,7 +201,10 @@ impl SessionEngine {
 
     /// Deletion `Set-Cookie`s for every session cookie name in `names`.
     pub fn deletions(&self, names: &[String]) -> Vec<String> {
-        names.iter().map(|n| cookies::deletion(n, &self.attributes)).collect()
+        names
+            .iter()
+            .map(|n| cookies::deletion(n, &self.attributes))
+            .collect()
     }
 
     fn open(&self, token: &str, cookie: &str) -> Result<Map<String, Value>, Invalid> {
@@ -203,17 +225,29 @@ impl SessionEngine {
 
     /// Decides for one request. `cookie_header` is the request's merged `Cookie` value.
     pub fn process(&self, cookie_header: Option<&str>, now: u64, may_rotate: bool) -> Decision {
-        let Some(header) = cookie_header else { return Decision::none() };
-        let pairs = cookies::pairs(header);
-        let Some((name, carried)) = self.names.iter().find_map(|n| cookies::read(&pairs, n).map(|c| (n.as_str(), c))) else {
+        let Some(header) = cookie_header else {
             return Decision::none();
         };
-        let verified = self.open(&carried.token, name).and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
+        let pairs = cookies::pairs(header);
+        let Some((name, carried)) = self
+            .names
+            .iter()
+            .find_map(|n| cookies::read(&pairs, n).map(|c| (n.as_str(), c)))
+        else {
+            return Decision::none();
+        };
+        let verified = self
+            .open(&carried.token, name)
+            .and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
         let claims = match verified {
             Ok(c) => c,
             Err(why) => {
                 // never forwarded as if valid; deleted in the browser only when certainly dead
-                let set_cookies = if why.certainly_dead() { self.deletions(&carried.names) } else { Vec::new() };
+                let set_cookies = if why.certainly_dead() {
+                    self.deletions(&carried.names)
+                } else {
+                    Vec::new()
+                };
                 return Decision {
                     outcome: Outcome::Invalid(why),
                     claims: None,
@@ -223,16 +257,32 @@ impl SessionEngine {
             }
         };
         if !(may_rotate && rotate::due(&claims, now, &self.timing)) {
-            return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
+            return Decision {
+                outcome: Outcome::Valid,
+                claims: Some(Arc::new(claims)),
+                upstream_cookie: None,
+                set_cookies: Vec::new(),
+            };
         }
         let always_jti = matches!(self.codec, Codec::Authjs(_));
         let (next, lifetime) = rotate::reissue(&claims, now, &self.timing, always_jti);
         let Some(token) = self.seal(&next, name) else {
             // signing failed (no entropy?): keep the valid session as it is
-            return Decision { outcome: Outcome::Valid, claims: Some(Arc::new(claims)), upstream_cookie: None, set_cookies: Vec::new() };
+            return Decision {
+                outcome: Outcome::Valid,
+                claims: Some(Arc::new(claims)),
+                upstream_cookie: None,
+                set_cookies: Vec::new(),
+            };
         };
         let parts = cookies::split(name, &token, self.chunk_size);
-        let set_cookies = cookies::set_cookies(&parts, &self.attributes, lifetime as i64, now, &carried.names);
+        let set_cookies = cookies::set_cookies(
+            &parts,
+            &self.attributes,
+            lifetime as i64,
+            now,
+            &carried.names,
+        );
         Decision {
             outcome: Outcome::Rotated,
             claims: Some(Arc::new(next)),

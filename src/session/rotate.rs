@@ -25,12 +25,17 @@ pub struct Timing {
 pub const RG_AUTH_TIME: &str = "rg_auth_time";
 
 fn num(claims: &Map<String, Value>, k: &str) -> Option<u64> {
-    claims.get(k).and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)))
+    claims.get(k).and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    })
 }
 
 /// The first issue time: `auth_time` (OIDC), else `rg_auth_time`, else `iat`.
 pub fn first_issued(claims: &Map<String, Value>) -> Option<u64> {
-    num(claims, "auth_time").or_else(|| num(claims, RG_AUTH_TIME)).or_else(|| num(claims, "iat"))
+    num(claims, "auth_time")
+        .or_else(|| num(claims, RG_AUTH_TIME))
+        .or_else(|| num(claims, "iat"))
 }
 
 /// Time checks of a verified token: expiry (with leeway), not-before, absolute age and
@@ -74,7 +79,12 @@ pub fn due(claims: &Map<String, Value>, now: u64, t: &Timing) -> bool {
 
 /// The claims of the re-minted token and its lifetime in seconds from `now`. A `jti`
 /// is replaced when present, and added when `always_jti` (formats that always have one).
-pub fn reissue(claims: &Map<String, Value>, now: u64, t: &Timing, always_jti: bool) -> (Map<String, Value>, u64) {
+pub fn reissue(
+    claims: &Map<String, Value>,
+    now: u64,
+    t: &Timing,
+    always_jti: bool,
+) -> (Map<String, Value>, u64) {
     let mut next = claims.clone();
     let iat = num(claims, "iat");
     let first = first_issued(claims).unwrap_or(now);
@@ -104,7 +114,14 @@ pub fn new_jti() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -155,7 +172,10 @@ mod tests {
         let (n, life) = reissue(&c, now, &t(), false);
         assert_eq!(life, 600);
         assert_eq!(n["exp"], 1000 + 12 * 3600);
-        assert!(!n.contains_key(RG_AUTH_TIME), "auth_time already carries it");
+        assert!(
+            !n.contains_key(RG_AUTH_TIME),
+            "auth_time already carries it"
+        );
         assert!(!n.contains_key("jti"));
     }
 
@@ -167,11 +187,17 @@ mod tests {
         let c = m(json!({"iat": 1000, "nbf": 5000}));
         assert_eq!(check_times(&c, 1000, &t()), Err(Invalid::NotYetValid));
         let c = m(json!({"iat": 1000, "exp": 99_999_999}));
-        assert_eq!(check_times(&c, 1000 + 12 * 3600, &t()), Err(Invalid::OverAge));
+        assert_eq!(
+            check_times(&c, 1000 + 12 * 3600, &t()),
+            Err(Invalid::OverAge)
+        );
         let c = m(json!({"exp": "soon"}));
         assert_eq!(check_times(&c, 1, &t()), Err(Invalid::Malformed));
         let mut idle = t();
         idle.idle_timeout = Some(Duration::from_secs(600));
-        assert_eq!(check_times(&m(json!({"iat": 1000})), 1600, &idle), Err(Invalid::Expired));
+        assert_eq!(
+            check_times(&m(json!({"iat": 1000})), 1600, &idle),
+            Err(Invalid::Expired)
+        );
     }
 }

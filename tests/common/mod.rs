@@ -23,8 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// A response body type any handler can build.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 /// Upstream request handler.
-pub type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -36,10 +37,16 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap_or("<bin>").to_string())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("<bin>").to_string())
     }
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("<bin>").to_string()).collect()
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<bin>").to_string())
+            .collect()
     }
 }
 
@@ -55,7 +62,12 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
@@ -63,7 +75,9 @@ impl Upstream {
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(body.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 pub fn text(status: u16, body: &str) -> Response<Body> {
@@ -76,7 +90,10 @@ pub fn text(status: u16, body: &str) -> Response<Body> {
 
 /// An upstream answering 200 "ok from upstream" to everything.
 pub async fn upstream_ok() -> Upstream {
-    upstream(Arc::new(|_req| Box::pin(async { text(200, "ok from upstream") }))).await
+    upstream(Arc::new(|_req| {
+        Box::pin(async { text(200, "ok from upstream") })
+    }))
+    .await
 }
 
 /// Starts an upstream with `handler`; every request is recorded before the handler runs.
@@ -88,7 +105,9 @@ pub async fn upstream(handler: Handler) -> Upstream {
     let (seen2, conns2) = (seen.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             conns2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let handler = handler.clone();
             let seen = seen2.clone();
@@ -108,7 +127,11 @@ pub async fn upstream(handler: Handler) -> Upstream {
             });
         }
     });
-    Upstream { addr, seen, connections }
+    Upstream {
+        addr,
+        seen,
+        connections,
+    }
 }
 
 /// A proxy in front of an upstream, with a manual clock and its config in a temp dir.
@@ -141,8 +164,13 @@ impl Harness {
     /// Like [`Harness::start`] with files (secrets, keys) already written in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, upstream: Upstream, extra: &str) -> Harness {
         let config_path = dir.path().join("rotagate.toml");
-        std::fs::write(&config_path, format!("{}{}", base_config(upstream.addr), extra)).unwrap();
-        let cfg = rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        std::fs::write(
+            &config_path,
+            format!("{}{}", base_config(upstream.addr), extra),
+        )
+        .unwrap();
+        let cfg = rotagate::config::load(&config_path)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let clock = Arc::new(ManualClock::new(T0));
         let opts = StartOptions {
             clock: clock.clone(),
@@ -150,7 +178,14 @@ impl Harness {
             drain_timeout: Duration::from_secs(5),
         };
         let proxy = server::start(cfg, opts).await.unwrap();
-        Harness { proxy: Some(proxy), upstream, clock, dir, config_path, client: client() }
+        Harness {
+            proxy: Some(proxy),
+            upstream,
+            clock,
+            dir,
+            config_path,
+            client: client(),
+        }
     }
 
     pub fn proxy(&self) -> &RunningProxy {
@@ -169,11 +204,22 @@ impl Harness {
         self.client.get(self.url(path)).send().await.unwrap()
     }
     pub async fn metrics(&self) -> String {
-        self.client.get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
     /// Replaces the config file body after the shared header.
     pub fn rewrite_config(&self, extra: &str) {
-        std::fs::write(&self.config_path, format!("{}{}", base_config(self.upstream.addr), extra)).unwrap();
+        std::fs::write(
+            &self.config_path,
+            format!("{}{}", base_config(self.upstream.addr), extra),
+        )
+        .unwrap();
     }
     pub async fn shutdown(mut self) {
         if let Some(p) = self.proxy.take() {
@@ -184,7 +230,10 @@ impl Harness {
 
 /// A client that never follows redirects and keeps no cookies (tests read them raw).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Sends raw bytes on a fresh connection and reads until the server closes or
@@ -206,7 +255,9 @@ pub async fn read_one_response(s: &mut TcpStream) -> String {
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())
+                        .flatten()
                 })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
@@ -249,8 +300,35 @@ pub fn node_keypair(kind: &str) -> (String, String) {
         "const c=require('crypto');const k=c.generateKeyPairSync('{kind}',{opts});\
          process.stdout.write(JSON.stringify([k.privateKey.export({{type:'pkcs8',format:'pem'}}),k.publicKey.export({{type:'spki',format:'pem'}})]))"
     );
-    let out = std::process::Command::new("node").arg("-e").arg(script).output().expect("node is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .output()
+        .expect("node is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: (String, String) = serde_json::from_slice(&out.stdout).unwrap();
     v
+}
+
+/// Sends GET requests for `paths` one after another on one keep-alive connection,
+/// then one more. The proxy serves a connection's requests in order and records a
+/// request's metrics before it reads the next, so when the last answer arrives the
+/// metrics of `paths` are in: a synchronisation point, not a sleep.
+pub async fn get_and_settle(addr: SocketAddr, paths: &[&str]) -> Vec<String> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    // the settling request is refused with 400 before any rule runs, so it never counts
+    // as a 2xx or under a test's route names
+    for p in paths.iter().chain(std::iter::once(&"/%2Fsettle")) {
+        s.write_all(format!("GET {p} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        out.push(read_one_response(&mut s).await);
+    }
+    out.pop();
+    out
 }

@@ -112,6 +112,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="rotagate worker threads (0: one per core)")
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.seconds, args.connections = 1, 1, 4
@@ -139,10 +140,11 @@ def main():
         secret = os.urandom(32).hex().encode()
         with open(os.path.join(work, "secret"), "wb") as f:
             f.write(secret)
+        threads = f"threads = {args.threads}\n" if args.threads else ""
         base = f'[upstream]\nurl = "http://127.0.0.1:{up_port}"\n'
         configs = {
-            rg_pass_port: f'[listen]\naddress = "127.0.0.1:{rg_pass_port}"\n{base}',
-            rg_rot_port: f'[listen]\naddress = "127.0.0.1:{rg_rot_port}"\n{base}'
+            rg_pass_port: f'[listen]\naddress = "127.0.0.1:{rg_pass_port}"\n{threads}{base}',
+            rg_rot_port: f'[listen]\naddress = "127.0.0.1:{rg_rot_port}"\n{threads}{base}'
             + '[session]\nmode = "reissue"\nrotate_every = "0s"\n'
             + '[session.reissue]\ncookie = "session"\nformat = "jwt"\n'
             + f'[[session.reissue.keys]]\nalg = "HS256"\nsecret = "file:{work}/secret"\n'
@@ -152,7 +154,8 @@ def main():
             path = os.path.join(work, f"rotagate-{port}.toml")
             with open(path, "w") as f:
                 f.write(text)
-            env = dict(os.environ, RUST_LOG="warn")
+            # access lines off, as nginx's access_log is off here
+            env = dict(os.environ, RUST_LOG="warn,pingora_core::connectors=off")
             procs.append(subprocess.Popen([binary, "run", "-c", path], stdout=subprocess.DEVNULL, env=env))
         for port, what in [(up_port, "upstream nginx"), (ngx_port, "proxy nginx"), (rg_pass_port, "rotagate"), (rg_rot_port, "rotagate (rotating)")]:
             wait_port(port, procs[0] if port == up_port else procs[-1], what)
@@ -160,6 +163,12 @@ def main():
         now = int(time.time())
         token = hs256(secret, {"sub": "load-test", "iat": now - 60, "exp": now + 3600})
         cookie = f"Cookie: session={token}"
+        # the rotating target must really rotate: one request, one Set-Cookie
+        import urllib.request
+        probe = urllib.request.Request(f"http://127.0.0.1:{rg_rot_port}/", headers={"Cookie": f"session={token}"})
+        with urllib.request.urlopen(probe) as r:
+            if not (r.headers.get("Set-Cookie") or "").startswith("session="):
+                sys.exit("the rotating rotagate did not re-mint the session cookie")
         targets = [
             ("direct upstream", f"http://127.0.0.1:{up_port}/", None),
             ("nginx pass-through", f"http://127.0.0.1:{ngx_port}/", None),

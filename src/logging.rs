@@ -18,8 +18,9 @@ pub fn init(format: LogFormat) {
     // back an idle connection whose watcher runs on another thread; it logs that at
     // error level and opens a fresh connection (about 0.1% of requests under load).
     // Nothing fails, so that module is silenced by default; RUST_LOG overrides.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_core::connectors=off"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_core::connectors=off")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -558,38 +558,13 @@ impl Proxy {
                 .is_some()
         });
         let session_route = route.is_some_and(|(_, r)| r.handles_sessions());
-        if (session_route || !owners.is_empty()) && access::is_unsafe(&req.method) {
-            let host = req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| req.uri.authority().map(|a| a.to_string()));
-            if !access::csrf_ok(
-                &req.headers,
-                rt.config.listen.public_origin.as_ref(),
-                host.as_deref(),
-                &rt.config.csrf,
-            ) {
-                self.shared
-                    .metrics
-                    .denials
-                    .with_label_values(&["csrf"])
-                    .inc();
-                let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
-                respond(
-                    session,
-                    403,
-                    &[
-                        ("content-type", "application/json".to_string()),
-                        ("cache-control", "no-store".to_string()),
-                    ],
-                    body,
-                )
-                .await?;
-                return Ok(true);
-            }
+        if (session_route || !owners.is_empty())
+            && access::is_unsafe(&req.method)
+            && self.refuse_cross_site(session, &rt.config).await?
+        {
+            return Ok(true);
         }
+        let req = session.req_header();
         if owners.is_empty() {
             return Ok(false);
         }
@@ -785,6 +760,48 @@ impl Proxy {
         Ok(())
     }
 
+    /// The CSRF check (DESIGN §6): answers 403 and returns `true` when the request is
+    /// cross-site. The host an `Origin` is compared with (when no public origin is
+    /// configured) is the `Host` the client asked for, port included.
+    async fn refuse_cross_site(
+        &self,
+        session: &mut Session,
+        cfg: &crate::config::Config,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri.authority().map(|a| a.to_string()));
+        if access::csrf_ok(
+            &req.headers,
+            cfg.listen.public_origin.as_ref(),
+            host.as_deref(),
+            &cfg.csrf,
+        ) {
+            return Ok(false);
+        }
+        self.shared
+            .metrics
+            .denials
+            .with_label_values(&["csrf"])
+            .inc();
+        let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
+        respond(
+            session,
+            403,
+            &[
+                ("content-type", "application/json".to_string()),
+                ("cache-control", "no-store".to_string()),
+            ],
+            body,
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// The explicit logout endpoint: POST (GET when `allow_get`), CSRF-checked; deletes
     /// every session cookie and sends the browser to `after_logout`.
     async fn logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -809,36 +826,10 @@ impl Proxy {
             )
             .await;
         }
-        let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
-        let host_port = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or(host);
-        if !access::csrf_ok(
-            &req.headers,
-            cfg.listen.public_origin.as_ref(),
-            host_port.as_deref(),
-            &cfg.csrf,
-        ) {
-            self.shared
-                .metrics
-                .denials
-                .with_label_values(&["csrf"])
-                .inc();
-            let body = Bytes::from(serde_json::json!({ "error": "csrf_rejected" }).to_string());
-            return respond(
-                session,
-                403,
-                &[
-                    ("content-type", "application/json".to_string()),
-                    ("cache-control", "no-store".to_string()),
-                ],
-                body,
-            )
-            .await;
+        if self.refuse_cross_site(session, cfg).await? {
+            return Ok(());
         }
+        let req = session.req_header();
         let kind = logout::classify(&req.headers);
         let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
         let mut answer = if kind == Kind::Navigation {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -17,32 +16,7 @@ const OLD: &str = "old-auth-secret-old-auth-secret-0000";
 const NEW: &str = "new-auth-secret-new-auth-secret-1111";
 
 fn authjs(request: Value) -> Value {
-    assert!(
-        std::path::Path::new("tests/interop/node_modules/@auth/core").exists(),
-        "@auth/core is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does)"
-    );
-    let mut child = Command::new("node")
-        .arg("tests/interop/authjs-tool.mjs")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "authjs-tool said {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    assert!(v.get("error").is_none(), "authjs: {v}");
-    v
+    node_tool("authjs-tool.mjs", "@auth/core", request)
 }
 
 fn real_now() -> u64 {

@@ -6,34 +6,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::{json, Value};
 
 fn jose(request: Value) -> Value {
-    assert!(
-        std::path::Path::new("tests/interop/node_modules/jose").exists(),
-        "jose is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does)"
-    );
-    let mut child = Command::new("node")
-        .arg("tests/interop/jose-tool.mjs")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("jose-tool said {:?}", String::from_utf8_lossy(&out.stdout)));
-    assert!(v.get("error").is_none(), "jose: {v}");
-    v
+    node_tool("jose-tool.mjs", "jose", request)
 }
 
 async fn round_trip(alg: &str) {

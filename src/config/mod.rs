@@ -184,11 +184,21 @@ fn contains(span: Option<Range<usize>>, offset: usize) -> bool {
 }
 
 fn find_in_table(t: &toml_edit::Table, offset: usize, path: &mut Vec<Seg>) -> bool {
-    for (name, _) in t.iter() {
-        let Some((key, item)) = t.get_key_value(name) else {
-            continue;
-        };
-        path.push(Seg::Key(name.to_string()));
+    find_in_entries(
+        t.iter().filter_map(|(name, _)| t.get_key_value(name)),
+        offset,
+        path,
+    )
+}
+
+/// The deepest key (or its value) among `entries` whose span holds `offset`.
+fn find_in_entries<'a>(
+    entries: impl Iterator<Item = (&'a toml_edit::Key, &'a toml_edit::Item)>,
+    offset: usize,
+    path: &mut Vec<Seg>,
+) -> bool {
+    for (key, item) in entries {
+        path.push(Seg::Key(key.get().to_string()));
         if find_in_item(item, offset, path)
             || contains(key.span(), offset)
             || contains(item.span(), offset)
@@ -230,22 +240,11 @@ fn find_in_value(v: &toml_edit::Value, offset: usize, path: &mut Vec<Seg>) -> bo
             }
             false
         }
-        toml_edit::Value::InlineTable(t) => {
-            for (name, _) in t.iter() {
-                let Some((key, item)) = t.get_key_value(name) else {
-                    continue;
-                };
-                path.push(Seg::Key(name.to_string()));
-                if find_in_item(item, offset, path)
-                    || contains(key.span(), offset)
-                    || contains(item.span(), offset)
-                {
-                    return true;
-                }
-                path.pop();
-            }
-            false
-        }
+        toml_edit::Value::InlineTable(t) => find_in_entries(
+            t.iter().filter_map(|(name, _)| t.get_key_value(name)),
+            offset,
+            path,
+        ),
         _ => false,
     }
 }

@@ -332,3 +332,33 @@ pub async fn get_and_settle(addr: SocketAddr, paths: &[&str]) -> Vec<String> {
     out.pop();
     out
 }
+
+/// Runs `tests/interop/<script>` with Node: one JSON request on stdin, one JSON
+/// answer on stdout. Fails with a clear message when the npm packages are missing
+/// (`npm ci --prefix tests/interop`, which the test command runs) or the tool errs.
+pub fn node_tool(script: &str, package: &str, request: serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    assert!(
+        std::path::Path::new("tests/interop/node_modules")
+            .join(package)
+            .exists(),
+        "{package} is not installed: run `npm ci --prefix tests/interop` (scripts/test.sh does)"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(format!("tests/interop/{script}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{script} said {:?}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.get("error").is_none(), "{script}: {v}");
+    v
+}

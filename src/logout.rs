@@ -625,6 +625,16 @@ mod tests {
         assert!(data
             .headers
             .contains(&("x-nextjs-redirect", "/login?callbackUrl=/docs/a".into())));
+        let mut csd = c.clone();
+        csd.clear_site_data = true;
+        assert!(login_answer(Kind::Navigation, &csd, "", "/a")
+            .unwrap()
+            .headers
+            .contains(&("clear-site-data", "\"cookies\"".into())));
+        assert!(
+            !nav.headers.iter().any(|(k, _)| *k == "clear-site-data"),
+            "off by default"
+        );
         let json = login_answer(Kind::Fetch, &c, "", "/a").unwrap();
         assert_eq!(json.status, 401);
         let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();

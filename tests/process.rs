@@ -292,3 +292,35 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
         "proxy peak RSS {peak_mib} MiB while streaming 100 MB bodies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_line_has_no_query_values_cookies_or_tokens() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        up.addr,
+        "[[route]]\nname = \"app\"\nmatch = \"/:path*\"\n",
+    );
+    let p = Proc::start(&cfg);
+    let c = client();
+    c.get(format!(
+        "http://{}/account/page?token=query-secret-123",
+        p.proxy
+    ))
+    .header("cookie", "session=cookie-secret-456")
+    .header("authorization", "Bearer header-secret-789")
+    .send()
+    .await
+    .unwrap();
+    let line = tokio::task::block_in_place(|| p.wait_log("rotagate::access"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"], "/account/page");
+    assert_eq!(v["route"], "app");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["method"], "GET");
+    assert!(v["duration_ms"].is_number());
+    for secret in ["query-secret-123", "cookie-secret-456", "header-secret-789"] {
+        assert!(!line.contains(secret), "{line}");
+    }
+}

@@ -303,3 +303,32 @@ fn cookie_names(r: &Reissue) -> Vec<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, Method};
+
+    #[test]
+    fn rotation_is_never_attempted_on_prefetch_head_options_or_upgrades() {
+        let h = |k: &'static str, v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(k, HeaderValue::from_static(v));
+            m
+        };
+        assert!(rotation_allowed(&Method::GET, &HeaderMap::new()));
+        assert!(rotation_allowed(&Method::POST, &h("next-action", "abc")));
+        assert!(!rotation_allowed(&Method::HEAD, &HeaderMap::new()));
+        assert!(!rotation_allowed(&Method::OPTIONS, &HeaderMap::new()));
+        assert!(!rotation_allowed(
+            &Method::GET,
+            &h("sec-purpose", "prefetch;prerender")
+        ));
+        assert!(!rotation_allowed(&Method::GET, &h("purpose", "prefetch")));
+        assert!(!rotation_allowed(
+            &Method::GET,
+            &h("next-router-prefetch", "1")
+        ));
+        assert!(!rotation_allowed(&Method::GET, &h("upgrade", "websocket")));
+    }
+}

@@ -154,6 +154,9 @@ pub struct RuleSet {
     rules: Vec<CompiledRule>,
     /// All fast sources; pattern `i` belongs to `set_owner[i]` = (rule, source).
     set: regex::RegexSet,
+    /// The same sources as one leftmost-first multi-pattern regex: `find` reports the
+    /// lowest-index source that matches, without computing every overlapping match.
+    first: Option<regex_automata::meta::Regex>,
     set_owner: Vec<(usize, usize)>,
     /// Sources compiled with fancy_regex, as (rule, source).
     fancy: Vec<(usize, usize)>,
@@ -165,6 +168,7 @@ impl Default for RuleSet {
             specs: Vec::new(),
             rules: Vec::new(),
             set: regex::RegexSet::empty(),
+            first: None,
             set_owner: Vec::new(),
             fancy: Vec::new(),
         }
@@ -314,10 +318,23 @@ impl RuleSet {
                 source_index: None,
                 reason: format!("cannot compile the rule set: {e}"),
             })?;
+        let first = regex_automata::meta::Regex::builder()
+            .configure(
+                regex_automata::meta::Config::new()
+                    .nfa_size_limit(Some(512 * 1024 * 1024))
+                    .hybrid_cache_capacity(64 * 1024 * 1024),
+            )
+            .build_many(&fast_sources)
+            .map_err(|e| BuildError {
+                rule: 0,
+                source_index: None,
+                reason: format!("cannot compile the rule set: {e}"),
+            })?;
         Ok(RuleSet {
             specs: specs.to_vec(),
             rules,
             set,
+            first: Some(first),
             set_owner,
             fancy,
         })
@@ -359,6 +376,42 @@ impl RuleSet {
             return None;
         }
         let decoded = path::decoded(req.path);
+        let fits = |&(ri, si): &(usize, usize)| {
+            let rule = &self.rules[ri];
+            method_ok(rule, req.method)
+                && host_ok(rule, req.host)
+                && conditions_ok(&rule.sources[si], req)
+        };
+        // fast path: the lowest-index fast source that matches, if it fits and no
+        // lookaround source of a lower rule matches, is the answer
+        if let Some(first) = &self.first {
+            let mut best: Option<(usize, usize)> = None;
+            for p in std::iter::once(req.path).chain(decoded.as_deref()) {
+                if let Some(m) = first.find(p) {
+                    let hit = self.set_owner[m.pattern().as_usize()];
+                    best = Some(best.map_or(hit, |b: (usize, usize)| b.min(hit)));
+                }
+            }
+            let below = |limit: usize| self.fancy.iter().any(|&(ri, _)| ri < limit);
+            match best {
+                Some(hit) if fits(&hit) && !below(hit.0) => return Some(hit.0),
+                // no fast source matches: only lookaround sources can
+                None => {
+                    return self
+                        .fancy
+                        .iter()
+                        .find(|&&(ri, si)| {
+                            self.rules[ri].sources[si].fancy.as_ref().is_some_and(|re| {
+                                std::iter::once(req.path)
+                                    .chain(decoded.as_deref())
+                                    .any(|p| re.is_match(p))
+                            }) && fits(&(ri, si))
+                        })
+                        .map(|&(ri, _)| ri)
+                }
+                _ => {}
+            }
+        }
         let hits = match &decoded {
             Some(d) => self.path_hits(&[req.path, d]),
             None => self.path_hits(&[req.path]),

@@ -147,11 +147,7 @@ impl AuthjsCodec {
         ) else {
             return Err(Invalid::Malformed);
         };
-        let header: Map<String, Value> = B64
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(Invalid::Malformed)?;
+        let header = super::json_segment(h.as_bytes())?;
         if header.get("alg").and_then(Value::as_str) != Some("dir")
             || !ek.is_empty()
             || header.contains_key("zip")

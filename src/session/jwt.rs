@@ -320,11 +320,7 @@ impl KeySet {
         else {
             return Err(Invalid::Malformed);
         };
-        let header: Map<String, Value> = B64
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(Invalid::Malformed)?;
+        let header = super::json_segment(h.as_bytes())?;
         if header.contains_key("crit") {
             // no critical extensions are understood, so none can be honoured
             return Err(Invalid::Malformed);
@@ -358,11 +354,7 @@ impl KeySet {
                 }
             }
         }
-        let claims: Map<String, Value> = B64
-            .decode(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(Invalid::Malformed)?;
+        let claims = super::json_segment(p.as_bytes())?;
         Ok(claims)
     }
 

@@ -56,6 +56,17 @@ impl Invalid {
     }
 }
 
+/// Decodes one base64url JSON-object segment of a JOSE token (a header or a JWS
+/// payload); anything else is a malformed token.
+pub(crate) fn json_segment(segment: &[u8]) -> Result<Map<String, Value>, Invalid> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(Invalid::Malformed)
+}
+
 /// What happened to the session of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

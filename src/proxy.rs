@@ -53,13 +53,10 @@ pub struct Ctx {
     body: Option<BodyRewrite>,
 }
 
-/// What a rewrite needs to know, decided when the request came in.
+/// Whether an upstream 401/403 on this request may become a logout, decided from cheap
+/// facts when the request comes in; the rest is worked out only when one arrives.
 #[derive(Debug)]
 struct LogoutPlan {
-    kind: Kind,
-    return_to: String,
-    /// The request's merged Cookie header (chunks and variants to delete).
-    cookie: String,
     on_401: bool,
     on_403: bool,
 }
@@ -237,20 +234,7 @@ impl ProxyHttp for Proxy {
                 && !req.headers.contains_key(http::header::AUTHORIZATION)
                 && !is_login_path(&ctx.log_path, &ctx.rt.config.logout.login_url);
             if eligible {
-                let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
-                if logout::carries_any(&cookies::pairs(&cookie), &ctx.rt.logout_targets) {
-                    ctx.logout = Some(LogoutPlan {
-                        kind: logout::classify(&req.headers),
-                        return_to: logout::return_path(
-                            &ctx.log_path,
-                            req.uri.query(),
-                            &ctx.rt.config.nextjs.base_path,
-                        ),
-                        cookie,
-                        on_401,
-                        on_403,
-                    });
-                }
+                ctx.logout = Some(LogoutPlan { on_401, on_403 });
             }
         }
         Ok(false)
@@ -671,21 +655,26 @@ impl Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(plan) = ctx.logout.take() else {
+        if ctx.logout.take().is_none() {
             return Ok(());
-        };
+        }
         let cfg = &ctx.rt.config;
-        let Some(mut answer) = logout::login_answer(
-            plan.kind,
-            &cfg.logout,
-            &cfg.nextjs.base_path,
-            &plan.return_to,
-        ) else {
+        let req = session.req_header();
+        // only a request that carried a session cookie is logged out
+        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+        let pairs = cookies::pairs(&cookie);
+        if !logout::carries_any(&pairs, &ctx.rt.logout_targets) {
+            return Ok(());
+        }
+        let request_kind = logout::classify(&req.headers);
+        let return_to = logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
+        let Some(mut answer) =
+            logout::login_answer(request_kind, &cfg.logout, &cfg.nextjs.base_path, &return_to)
+        else {
             return Ok(());
         };
-        let pairs = cookies::pairs(&plan.cookie);
-        let mut kind = plan.kind.as_str();
-        if plan.kind != Kind::Fetch {
+        let mut kind = request_kind.as_str();
+        if request_kind != Kind::Fetch {
             let secure = cfg
                 .listen
                 .public_origin

@@ -17,9 +17,15 @@ pub fn init(format: LogFormat) {
     // NOTE: with several worker threads, pingora's upstream pool sometimes cannot take
     // back an idle connection whose watcher runs on another thread; it logs that at
     // error level and opens a fresh connection (about 0.1% of requests under load).
-    // Nothing fails, so that module is silenced by default; RUST_LOG overrides.
+    // Nothing fails, so that module is silenced by default. Likewise pingora's h1 server
+    // warns when a response header is written twice, which the logout rewrite does on
+    // purpose for an upstream 401 without a body (see `Proxy::rewrite_to_logout`); that
+    // is its only warning. RUST_LOG overrides both.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_core::connectors=off")
+        EnvFilter::new(
+            "info,pingora_core=warn,pingora_proxy=warn,pingora_core::connectors=off,\
+             pingora_core::protocols::http::v1::server=error",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

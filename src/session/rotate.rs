@@ -180,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn jti_is_a_uuid_v4() {
+        let j = new_jti();
+        assert_eq!(j.len(), 36);
+        let parts: Vec<&str> = j.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert_ne!(new_jti(), j);
+    }
+
+    #[test]
     fn time_checks() {
         let c = m(json!({"iat": 1000, "exp": 2000}));
         assert_eq!(check_times(&c, 2029, &t()), Ok(()));

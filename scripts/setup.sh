@@ -5,10 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --build-only: just what building rotagate needs (the demo)
+build_only=false
+[ "${1:-}" = "--build-only" ] && build_only=true
+
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
-{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
+if ! $build_only; then
+  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need+=(nginx-light)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
@@ -17,6 +23,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--no-npm" ] && [ -f tests/interop/package-lock.json ]; then
+if ! $build_only && [ -f tests/interop/package-lock.json ]; then
   npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
 fi

@@ -221,7 +221,7 @@ pub struct Session {
     pub absolute_timeout: Duration,
     /// `idle_timeout` (default off for reissue formats).
     pub idle_timeout: Option<Duration>,
-    /// `leeway` for `exp`/`nbf` checks (default 15s for authjs, 30s for jwt... see docs).
+    /// `leeway` for `exp`/`nbf` checks (default 30s for jwt, 15s for the Auth.js formats).
     pub leeway: Duration,
     /// The mode and its settings.
     pub mode: SessionMode,

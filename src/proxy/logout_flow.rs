@@ -1,0 +1,187 @@
+//! Logout glue: the upstream 401/403 rewrite and the explicit endpoint.
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::respond::{respond, respond_answer};
+use crate::hygiene;
+use crate::logout::{self, Answer, Kind};
+use crate::session::cookies;
+
+use super::{BodyRewrite, Ctx, Proxy};
+
+/// Upstream headers a rewritten answer keeps: the app's own cookies (appended, never
+/// dropped), CORS, and `Vary`.
+fn kept_on_rewrite(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    n == "set-cookie" || n == "vary" || n.starts_with("access-control-")
+}
+
+impl Proxy {
+    /// request (DESIGN §5). Prefetches pass through untouched.
+    pub(super) async fn rewrite_to_logout(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.logout.take().is_none() {
+            return Ok(());
+        }
+        let cfg = &ctx.rt.config;
+        let req = session.req_header();
+        // only a request that carried a session cookie is logged out
+        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+        let pairs = cookies::pairs(&cookie);
+        if !logout::carries_any(&pairs, &ctx.rt.logout_targets) {
+            return Ok(());
+        }
+        let request_kind = logout::classify(&req.headers);
+        let return_to = logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
+        let Some(mut answer) =
+            logout::login_answer(request_kind, &cfg.logout, &cfg.nextjs.base_path, &return_to)
+        else {
+            return Ok(());
+        };
+        let mut kind = request_kind.as_str();
+        if request_kind != Kind::Fetch {
+            let secure = cfg
+                .listen
+                .public_origin
+                .as_ref()
+                .is_some_and(|o| o.scheme == "https");
+            let (broken, loop_cookie) = self.shared.loop_breaker.record(
+                &pairs,
+                self.shared.clock.now_unix(),
+                &cfg.logout,
+                secure,
+            );
+            if broken {
+                answer = logout::loop_page(&cfg.logout);
+                kind = "loop_breaker";
+            }
+            answer.set_cookies.push(loop_cookie);
+        }
+        answer
+            .set_cookies
+            .extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
+        let reason = if resp.status.as_u16() == 401 {
+            "upstream_401"
+        } else {
+            "upstream_403"
+        };
+        self.shared
+            .metrics
+            .logouts
+            .with_label_values(&[reason, kind])
+            .inc();
+        // a re-minted session cookie must not follow a logout
+        if let Some(d) = ctx.session.as_mut() {
+            d.set_cookies.clear();
+        }
+
+        let upstream_has_no_body = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+            || matches!(resp.status.as_u16(), 204 | 304);
+        let mut new = ResponseHeader::build(
+            answer.status,
+            Some(resp.headers.len() + answer.headers.len() + 4),
+        )?;
+        for (name, value) in resp.headers.iter() {
+            if kept_on_rewrite(name) {
+                new.append_header(name.clone(), value.clone())?;
+            }
+        }
+        for (name, value) in &answer.headers {
+            new.insert_header(*name, value.as_str())?;
+        }
+        for c in &answer.set_cookies {
+            new.append_header(http::header::SET_COOKIE, c.as_str())?;
+        }
+        new.insert_header(CONTENT_LENGTH, answer.body.len().to_string())?;
+        let head = session.req_header().method == http::Method::HEAD;
+        if upstream_has_no_body && !answer.body.is_empty() && !head {
+            // NOTE: pingora marks a Content-Length: 0 upstream response as ended at its
+            // header, so no body hook runs to carry ours: write the answer now; pingora's
+            // own write of this header afterwards is ignored.
+            session
+                .write_response_header(Box::new(new.clone()), false)
+                .await?;
+            session.write_response_body(Some(answer.body), true).await?;
+        } else {
+            ctx.body = Some(BodyRewrite {
+                body: (!head).then_some(answer.body),
+            });
+        }
+        *resp = new;
+        Ok(())
+    }
+
+    /// The explicit logout endpoint: POST (GET when `allow_get`), CSRF-checked; deletes
+    /// every session cookie and sends the browser to `after_logout`.
+    pub(super) async fn logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let cfg = &ctx.rt.config;
+        let req = session.req_header();
+        let allowed = req.method == http::Method::POST
+            || (cfg.logout.allow_get && req.method == http::Method::GET);
+        if !allowed {
+            let allow = if cfg.logout.allow_get {
+                "GET, POST"
+            } else {
+                "POST"
+            };
+            return respond(
+                session,
+                405,
+                &[
+                    ("allow", allow.to_string()),
+                    ("cache-control", "no-store".to_string()),
+                ],
+                Bytes::new(),
+            )
+            .await;
+        }
+        if self.refuse_cross_site(session, cfg).await? {
+            return Ok(());
+        }
+        let req = session.req_header();
+        let kind = logout::classify(&req.headers);
+        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+        let mut answer = if kind == Kind::Navigation {
+            Answer {
+                status: 303,
+                headers: vec![("location", cfg.logout.after_logout.clone())],
+                set_cookies: Vec::new(),
+                body: Bytes::new(),
+            }
+        } else {
+            Answer {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                set_cookies: Vec::new(),
+                body: Bytes::from(
+                    serde_json::json!({ "logged_out": true, "redirect": cfg.logout.after_logout })
+                        .to_string(),
+                ),
+            }
+        };
+        answer.headers.push(("cache-control", "no-store".into()));
+        if cfg.logout.clear_site_data {
+            answer
+                .headers
+                .push(("clear-site-data", "\"cookies\"".into()));
+        }
+        answer.set_cookies = logout::deletions(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        self.shared
+            .metrics
+            .logouts
+            .with_label_values(&["endpoint", kind.as_str()])
+            .inc();
+        respond_answer(session, answer).await
+    }
+}

@@ -1,0 +1,228 @@
+//! The pingora `ProxyHttp` implementation: glue only. Every decision is made by the
+//! pure functions in [`crate::hygiene`], [`crate::matcher`] and the session modules;
+//! this module moves data between pingora and them, one file per phase:
+//! `request` (hygiene, matching, session, access), `upstream` (the forwarded
+//! request), `response` (cookies, cache headers), `logout_flow` (401 rewrite and the
+//! logout endpoint), `gate` (CSRF and `require`), `respond` (answers rotagate
+//! writes itself).
+
+mod gate;
+mod logout_flow;
+mod request;
+mod respond;
+mod response;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::session::Decision;
+use crate::state::{Runtime, Shared};
+
+/// The proxy: holds the shared state; one instance serves every connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy { shared }
+    }
+}
+
+/// Per-request state carried between the hooks.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The configuration this request runs on (taken once, at its start).
+    rt: Arc<Runtime>,
+    started: Instant,
+    /// Index of the matched route, if any.
+    route: Option<usize>,
+    /// Path for the access log (normalised, without the query).
+    log_path: String,
+    /// The session decision, on routes that handle sessions.
+    session: Option<Decision>,
+    /// Set when an upstream 401/403 on this request would become a logout.
+    logout: Option<LogoutPlan>,
+    /// The body that replaces the upstream's after a rewrite (`None` = pass it on).
+    body: Option<BodyRewrite>,
+}
+
+/// Whether an upstream 401/403 on this request may become a logout, decided from cheap
+/// facts when the request comes in; the rest is worked out only when one arrives.
+#[derive(Debug)]
+struct LogoutPlan {
+    on_401: bool,
+    on_403: bool,
+}
+
+/// Replaces the upstream body: upstream chunks are dropped and `body` goes out at the
+/// end (once).
+#[derive(Debug)]
+struct BodyRewrite {
+    body: Option<Bytes>,
+}
+
+impl Ctx {
+    fn route_name(&self) -> &str {
+        match self.route {
+            Some(i) => self
+                .rt
+                .config
+                .routes
+                .get(i)
+                .map_or("-", |r| r.name.as_str()),
+            None => "-",
+        }
+    }
+}
+
+use respond::respond_text;
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            rt: self.shared.current(),
+            started: Instant::now(),
+            route: None,
+            log_path: String::new(),
+            session: None,
+            logout: None,
+            body: None,
+        }
+    }
+
+    /// Hygiene, normalisation and route matching. Answers directly (and returns
+    /// `Ok(true)`) for requests that must not reach the upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.request(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(ctx.rt.peer.clone()))
+    }
+
+    /// Rewrites the request for the upstream: strips spoofable and hop-by-hop headers,
+    /// sets `X-Forwarded-*`, merges `Cookie` fields.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.upstream_request(session, up, ctx).await
+    }
+
+    /// Final response headers: drop hop-by-hop headers and append rotated cookies.
+    /// 1xx responses (including 101 for WebSocket) pass untouched.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.response(session, resp, ctx).await
+    }
+
+    /// Drops the upstream body of a rewritten response and sends ours at its end.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(rw) = ctx.body.as_mut() {
+            *body = if end_of_stream { rw.body.take() } else { None };
+        }
+        Ok(None)
+    }
+
+    /// A client that hangs up mid-request is normal traffic, not an error worth a log
+    /// line at error level.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
+    /// Maps upstream failures to the answers operators expect: connect problems → 502,
+    /// read timeouts → 504. Nothing rotagate causes itself becomes a logout.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            ErrorType::ConnectTimedout => 502,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let text = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_ascii_lowercase();
+            if let Err(err) = respond_text(session, code, &text).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics and the access line. Logs the path without its query and never a
+    /// header value.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route_name().to_string();
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&[&route, crate::metrics::status_class(status)])
+            .inc();
+        m.latency
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
+        let req = session.req_header();
+        let session = ctx.session.as_ref().map_or("-", |d| d.outcome.as_str());
+        tracing::info!(
+            target: "rotagate::access",
+            method = %req.method,
+            path = %ctx.log_path,
+            route = %route,
+            status,
+            session,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}

@@ -62,7 +62,11 @@ fn folded_starts_with(name: &str, prefix: &str) -> bool {
 ///
 /// Must run after the request kind is decided (`x-middleware-prefetch: 1` marks a
 /// prefetch): it looks at the copy of the request that goes upstream.
-pub fn spoofable_names(headers: &HeaderMap, trusted_peer: bool, own: &[&str]) -> Vec<HeaderName> {
+pub fn spoofable_names<'a>(
+    headers: &HeaderMap,
+    trusted_peer: bool,
+    own: impl Iterator<Item = &'a str> + Clone,
+) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for name in headers.keys() {
         let n = name.as_str();
@@ -74,7 +78,7 @@ pub fn spoofable_names(headers: &HeaderMap, trusted_peer: bool, own: &[&str]) ->
             || ((!trusted_peer || underscore) && PROXY_ONLY.iter().any(|w| folded_eq(n, w)))
             || (underscore
                 && (MANAGED.iter().any(|w| folded_eq(n, w))
-                    || own.iter().any(|w| folded_eq(n, w))));
+                    || own.clone().any(|w| folded_eq(n, w))));
         if strip {
             out.push(name.clone());
         }
@@ -317,6 +321,30 @@ pub struct RequestHost {
 }
 
 impl RequestHost {
+    /// True when `value` is exactly [`RequestHost::authority`] (checked without
+    /// building it).
+    pub fn is_spelled(&self, value: &[u8]) -> bool {
+        let rest = if self.name.contains(':') {
+            value
+                .strip_prefix(b"[")
+                .and_then(|v| v.strip_prefix(self.name.as_bytes()))
+                .and_then(|v| v.strip_prefix(b"]"))
+        } else {
+            value.strip_prefix(self.name.as_bytes())
+        };
+        match (rest, self.port) {
+            (Some(rest), None) => rest.is_empty(),
+            (Some(rest), Some(p)) => rest.strip_prefix(b":").is_some_and(|digits| {
+                !digits.starts_with(b"0")
+                    && std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        == Some(p)
+            }),
+            (None, _) => false,
+        }
+    }
+
     /// `host[:port]` as a `Host` header value (IPv6 literals in brackets).
     pub fn authority(&self) -> String {
         let name = if self.name.contains(':') {
@@ -565,7 +593,7 @@ mod tests {
     }
 
     fn names(h: &HeaderMap, trusted: bool, own: &[&str]) -> Vec<String> {
-        spoofable_names(h, trusted, own)
+        spoofable_names(h, trusted, own.iter().copied())
             .iter()
             .map(|n| n.to_string())
             .collect()
@@ -767,6 +795,23 @@ mod tests {
         }
         assert_eq!(rh("::1", Some(80)).authority(), "[::1]:80");
         assert_eq!(rh("a.test", None).authority(), "a.test");
+        for h in [
+            rh("::1", Some(80)),
+            rh("a.test", None),
+            rh("a.test", Some(8080)),
+        ] {
+            assert!(h.is_spelled(h.authority().as_bytes()), "{h:?}");
+        }
+        for (h, not) in [
+            (rh("a.test", None), "A.test"),
+            (rh("a.test", None), "a.test."),
+            (rh("a.test", None), "a.test:80"),
+            (rh("a.test", Some(80)), "a.test:080"),
+            (rh("a.test", Some(80)), "a.test:"),
+            (rh("::1", None), "::1"),
+        ] {
+            assert!(!h.is_spelled(not.as_bytes()), "{not}");
+        }
     }
 
     #[test]

@@ -190,6 +190,15 @@ async fn a_host_that_is_not_the_public_origin_gets_421() {
         hosts,
         ["app.example.com", "app.example.com", "www.example.com"]
     );
+    // and the app reads that one spelling in Host too
+    let hosts: Vec<_> = seen
+        .iter()
+        .map(|s| s.header("host").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["app.example.com", "app.example.com", "www.example.com"]
+    );
     // the scheme the app is told is the public origin's
     assert!(seen
         .iter()
@@ -285,6 +294,17 @@ async fn http2_authority_is_the_host() {
         h.upstream.last().header("x-forwarded-host").as_deref(),
         Some("app.example.com")
     );
+    // a path rotagate rewrites keeps the request's authority on the way upstream
+    let req = hyper::Request::get("http://app.example.com/a/../x?q=1")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = within("normalised h2 path", send.send_request(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = h.upstream.last();
+    assert_eq!(seen.uri, "/x?q=1");
+    assert_eq!(seen.header("host").as_deref(), Some("app.example.com"));
     h.shutdown().await;
 }
 

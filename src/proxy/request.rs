@@ -92,13 +92,16 @@ impl Proxy {
                 }
             }
         }
-        // the app reads the host rotagate vetted: an absolute-form target's authority,
-        // or the public origin for an HTTP/1.0 request without one
+        // the app reads the host rotagate vetted, in its one spelling: an absolute-form
+        // target's authority, the public origin for an HTTP/1.0 request without one,
+        // `APP.example.com.` as `app.example.com` (HTTP/2 keeps its `:authority`)
         if let Some(h) = &host {
             let req = session.req_header();
-            if req.uri.authority().is_none()
-                && (absolute_form || !req.headers.contains_key(http::header::HOST))
-            {
+            let spelled = req
+                .headers
+                .get(http::header::HOST)
+                .is_some_and(|v| h.is_spelled(v.as_bytes()));
+            if req.uri.authority().is_none() && !spelled {
                 session
                     .req_header_mut()
                     .insert_header(http::header::HOST, h.authority())?;

@@ -25,10 +25,9 @@ impl Proxy {
         let trusted_peer = hygiene::is_trusted(peer_ip, &cfg.listen.trusted_proxies);
         // identity headers come only from rotagate, and only for verified sessions
         let identity = &cfg.identity;
-        let mut own: Vec<&str> = Vec::with_capacity(1 + identity.claim_headers.len());
-        own.push(identity.subject_header.as_str());
-        own.extend(identity.claim_headers.iter().map(|(n, _)| n.as_str()));
-        for name in hygiene::spoofable_names(&up.headers, trusted_peer, &own) {
+        let own = std::iter::once(identity.subject_header.as_str())
+            .chain(identity.claim_headers.iter().map(|(n, _)| n.as_str()));
+        for name in hygiene::spoofable_names(&up.headers, trusted_peer, own.clone()) {
             up.remove_header(&name);
         }
         for name in own {

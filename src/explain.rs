@@ -50,7 +50,29 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
         None => (path_and_query.clone(), None),
     };
     let mut out = String::new();
-    let normalised = match path::normalise(&raw_path) {
+    // the host as the proxy reads and vets it; a command line without one has no host
+    let listen = &cfg.listen;
+    let host = match hygiene::request_host(b"", None, &headers) {
+        hygiene::HostReading::Missing => None,
+        reading => match hygiene::vet_host(
+            reading,
+            false,
+            listen.public_origin.as_ref(),
+            &listen.allowed_hosts,
+        ) {
+            Ok(h) => h,
+            Err(refusal) => {
+                let _ = writeln!(
+                    out,
+                    "{method} {raw_path}: refused with {} before any rule runs ({})",
+                    refusal.status(),
+                    refusal.reason()
+                );
+                return Ok(out);
+            }
+        },
+    };
+    let normalised = match path::normalise_with(&raw_path, listen.path_strictness) {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(
@@ -60,13 +82,25 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
             return Ok(out);
         }
     };
-    if normalised != raw_path {
-        let _ = writeln!(out, "path normalised: {raw_path} -> {normalised}");
+    if normalised.forward != raw_path {
+        let _ = writeln!(out, "path normalised: {raw_path} -> {}", normalised.forward);
     }
-    let host = hygiene::request_host(None, &headers);
+    if let Some(m) = &normalised.matching {
+        let _ = writeln!(
+            out,
+            "path matched as servers that cut ';' parameters, merge '//' and drop trailing dots read it: {m} (listen.path_strictness = \"lenient\")"
+        );
+    }
+    if listen.case_insensitive_paths {
+        let _ = writeln!(
+            out,
+            "route patterns match paths in any letter case (listen.case_insensitive_paths = true)"
+        );
+    }
+    let normalised = normalised.matching().to_string();
     let parts = RequestParts {
         method: &method,
-        host: host.as_deref(),
+        host: host.as_ref().map(|h| h.name.as_str()),
         path: &normalised,
         query: query.as_deref(),
         headers: &headers,

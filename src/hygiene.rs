@@ -10,19 +10,79 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, CONNECTION, COOKIE, HOST, UPGRADE};
 use ipnet::IpNet;
 
-/// Headers a client must never be able to send to the upstream: our own identity
-/// headers (`x-rotagate-*`) and Next.js' internal `x-middleware-subrequest`
-/// (CVE-2025-29927: it makes Next skip middleware entirely).
-pub fn spoofable_names(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            let s = n.as_str();
-            s.starts_with("x-rotagate-") || s == "x-middleware-subrequest"
+use crate::config::{AllowedHost, Origin};
+
+/// Header-name prefixes no client may send, whoever the peer: rotagate's own identity
+/// headers, and Next.js' internal `x-middleware-*` (`x-middleware-subrequest` makes Next
+/// skip middleware entirely, CVE-2025-29927) and `x-invoke-*`.
+const ALWAYS_STRIPPED_PREFIXES: [&str; 3] = ["x-rotagate-", "x-middleware-", "x-invoke-"];
+
+/// Headers no client may send, whoever the peer, because they change the path or route
+/// the app reads (IIS/Symfony/Spring honour `X-Original-URL`, `X-Rewrite-URL`,
+/// `X-Forwarded-Prefix`; Next's minimal mode trusts `x-now-route-matches` and
+/// `x-matched-path`): a path rule in rotagate would judge one path, the app serve another.
+const ALWAYS_STRIPPED: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-now-route-matches",
+    "x-matched-path",
+];
+
+/// Headers only a trusted proxy may send: they tell the app the client's address, host
+/// or port.
+const PROXY_ONLY: [&str; 3] = ["forwarded", "x-real-ip", "x-forwarded-port"];
+
+/// Headers rotagate sets itself; any other spelling of them (`X_Forwarded_For`) is
+/// stripped, because servers that fold `_` into `-` (CGI, PHP, WSGI, Rack) would read it
+/// as rotagate's.
+const MANAGED: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// `name` equals `want` when `_` and `-` are the same character (names are lower-case).
+fn folded_eq(name: &str, want: &str) -> bool {
+    name.len() == want.len() && folded_starts_with(name, want)
+}
+
+/// `name` starts with `prefix` when `_` and `-` are the same character.
+fn folded_starts_with(name: &str, prefix: &str) -> bool {
+    let (n, p) = (name.as_bytes(), prefix.as_bytes());
+    n.len() >= p.len()
+        && n.iter().zip(p).all(|(a, b)| {
+            let fold = |c: u8| if c == b'_' { b'-' } else { c };
+            fold(*a) == fold(*b)
         })
-        .cloned()
-        .collect();
-    out.dedup();
+}
+
+/// Headers a client must never be able to send to the upstream, compared with `_` and
+/// `-` treated alike (header names are already lower-case): see
+/// [`ALWAYS_STRIPPED_PREFIXES`], [`ALWAYS_STRIPPED`]; [`PROXY_ONLY`] unless the peer is
+/// a trusted proxy (and even then not in a `_` spelling, which no proxy writes); and
+/// any `_` spelling of the headers rotagate sets itself ([`MANAGED`] and `own`, the
+/// configured identity headers), whose `-` spelling the caller replaces.
+///
+/// Must run after the request kind is decided (`x-middleware-prefetch: 1` marks a
+/// prefetch): it looks at the copy of the request that goes upstream.
+pub fn spoofable_names<'a>(
+    headers: &HeaderMap,
+    trusted_peer: bool,
+    own: impl Iterator<Item = &'a str> + Clone,
+) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        let underscore = n.contains('_');
+        let strip = ALWAYS_STRIPPED_PREFIXES
+            .iter()
+            .any(|p| folded_starts_with(n, p))
+            || ALWAYS_STRIPPED.iter().any(|w| folded_eq(n, w))
+            || ((!trusted_peer || underscore) && PROXY_ONLY.iter().any(|w| folded_eq(n, w)))
+            || (underscore
+                && (MANAGED.iter().any(|w| folded_eq(n, w))
+                    || own.clone().any(|w| folded_eq(n, w))));
+        if strip {
+            out.push(name.clone());
+        }
+    }
     out
 }
 
@@ -99,6 +159,39 @@ pub fn request_line_ok(peeked: &[u8]) -> Option<bool> {
     Some(!method.is_empty() && method.iter().all(tchar) && !target.is_empty() && version_ok)
 }
 
+/// Length of the HTTP/2 connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
+const H2_PREFACE_LEN: usize = 24;
+
+/// Pads the first bytes of a new connection, when they hold a whole HTTP/1 request
+/// line shorter than the HTTP/2 preface, with leading empty lines up to the preface's
+/// length.
+///
+/// NOTE: with h2c on, pingora 0.9 tells HTTP/1 from HTTP/2 by reading exactly 24 bytes
+/// (`ServerApp::process_new` → `Stream::try_peek`, a `read_exact`). A whole request
+/// shorter than that — `GET / HTTP/1.1\r\n\r\n`, which is every request without a
+/// Host — left it waiting for bytes that never come, until the client gave up.
+/// RFC 9112 §2.2 lets a server ignore empty lines before the request line, and pingora's
+/// parser (httparse) does, so the padding changes nothing else; the HTTP/2 preface
+/// itself is never touched.
+pub fn pad_for_h2c_peek(head: &mut Vec<u8>) {
+    if head.len() >= H2_PREFACE_LEN
+        || head.starts_with(b"PRI ")
+        || request_line_ok(head) != Some(true)
+    {
+        return;
+    }
+    let pad = H2_PREFACE_LEN - head.len();
+    let mut padded = Vec::with_capacity(H2_PREFACE_LEN);
+    for _ in 0..pad / 2 {
+        padded.extend_from_slice(b"\r\n");
+    }
+    if pad % 2 == 1 {
+        padded.push(b'\n');
+    }
+    padded.extend_from_slice(head);
+    *head = padded;
+}
+
 /// Approximate size of a request header block as it came over the wire: request line
 /// plus `name: value\r\n` per field. Used for the `max_header_bytes` limit (→ 431),
 /// which pingora does not enforce at our size.
@@ -121,20 +214,36 @@ pub struct Forwarded {
     pub host: Option<String>,
 }
 
+/// True when `peer` is inside one of the `trusted` networks.
+pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
+    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
+
 /// Computes `X-Forwarded-*`. Incoming values are honoured (appended to / kept) only
 /// when the peer is inside `trusted`; otherwise they are replaced, so a client cannot
-/// choose the address or scheme the app believes in.
+/// choose the address or scheme the app believes in. `own_proto` is the scheme of the
+/// public origin (`http` without one); `host` the request's vetted host. With a public
+/// origin (`vet`), even a trusted proxy's `X-Forwarded-Host` is kept only when it names
+/// an allowed host: a load balancer passes on whatever Host its client sent.
 pub fn forwarded(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     trusted: &[IpNet],
     own_proto: &str,
-    host: Option<&str>,
+    host: Option<&RequestHost>,
+    vet: Option<(&Origin, &[AllowedHost])>,
 ) -> Forwarded {
-    let trusted_peer = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
     let peer_s = peer
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".to_string());
+    let own_host = || host.map(RequestHost::authority);
+    if !is_trusted(peer, trusted) {
+        return Forwarded {
+            for_: peer_s,
+            proto: own_proto.to_string(),
+            host: own_host(),
+        };
+    }
     let header = |name: &str| -> Option<String> {
         let vals: Vec<&str> = headers
             .get_all(name)
@@ -147,27 +256,31 @@ pub fn forwarded(
             Some(vals.join(", "))
         }
     };
-    if trusted_peer {
-        let for_ = match header("x-forwarded-for") {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
-            _ => peer_s,
-        };
-        let proto = header("x-forwarded-proto")
-            .and_then(|p| p.split(',').next().map(|s| s.trim().to_ascii_lowercase()))
-            .filter(|p| p == "http" || p == "https")
-            .unwrap_or_else(|| own_proto.to_string());
-        let host = header("x-forwarded-host")
-            .and_then(|h| h.split(',').next().map(|s| s.trim().to_string()))
-            .filter(|h| !h.is_empty())
-            .or_else(|| host.map(str::to_string));
-        Forwarded { for_, proto, host }
-    } else {
-        Forwarded {
-            for_: peer_s,
-            proto: own_proto.to_string(),
-            host: host.map(str::to_string),
-        }
-    }
+    let for_ = match header("x-forwarded-for") {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
+        _ => peer_s,
+    };
+    let proto = header("x-forwarded-proto")
+        .and_then(|p| p.split(',').next().map(|s| s.trim().to_ascii_lowercase()))
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| own_proto.to_string());
+    let first_host = header("x-forwarded-host")
+        .and_then(|h| h.split(',').next().map(|s| s.trim().to_string()))
+        .filter(|h| !h.is_empty());
+    let host = match (first_host, vet) {
+        (None, _) => own_host(),
+        (Some(h), None) => Some(h),
+        (Some(h), Some((public, allowed))) => match HostReading::parse(&h) {
+            HostReading::Host(h) => {
+                match vet_host(HostReading::Host(h), false, Some(public), allowed) {
+                    Ok(Some(h)) => Some(h.authority()),
+                    _ => own_host(),
+                }
+            }
+            _ => own_host(),
+        },
+    };
+    Forwarded { for_, proto, host }
 }
 
 /// All `Cookie` fields of a request merged into one value (`a=1; b=2`), or `None` when
@@ -194,23 +307,250 @@ pub fn cookie_field_count(headers: &HeaderMap) -> usize {
     headers.get_all(COOKIE).iter().count()
 }
 
-/// The host a request is for (authority for HTTP/2, else `Host`), lower-cased and
-/// without port; IPv6 literals keep their brackets stripped.
-pub fn request_host(authority: Option<&str>, headers: &HeaderMap) -> Option<String> {
-    let raw = authority.or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))?;
-    let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                raw
+/// A request's host as rotagate reads it (DESIGN §10, "one reading of the request"):
+/// lower-case, without a trailing dot, IPv6 literals without brackets, and the port
+/// when the client wrote a non-default one. Route `hosts`, `has` host items, CSRF and
+/// `X-Forwarded-Host` all use this one reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHost {
+    /// Host name or IP literal, lower-case, no trailing dot, no brackets.
+    pub name: String,
+    /// The port, when one was written (after vetting: only when not the public
+    /// origin's default port).
+    pub port: Option<u16>,
+}
+
+impl RequestHost {
+    /// True when `value` is exactly [`RequestHost::authority`] (checked without
+    /// building it).
+    pub fn is_spelled(&self, value: &[u8]) -> bool {
+        let rest = if self.name.contains(':') {
+            value
+                .strip_prefix(b"[")
+                .and_then(|v| v.strip_prefix(self.name.as_bytes()))
+                .and_then(|v| v.strip_prefix(b"]"))
+        } else {
+            value.strip_prefix(self.name.as_bytes())
+        };
+        match (rest, self.port) {
+            (Some(rest), None) => rest.is_empty(),
+            (Some(rest), Some(p)) => rest.strip_prefix(b":").is_some_and(|digits| {
+                !digits.starts_with(b"0")
+                    && std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        == Some(p)
+            }),
+            (None, _) => false,
+        }
+    }
+
+    /// `host[:port]` as a `Host` header value (IPv6 literals in brackets).
+    pub fn authority(&self) -> String {
+        let name = if self.name.contains(':') {
+            format!("[{}]", self.name)
+        } else {
+            self.name.clone()
+        };
+        match self.port {
+            Some(p) => format!("{name}:{p}"),
+            None => name,
+        }
+    }
+}
+
+/// What a request says about its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostReading {
+    /// No host at all (no absolute-form authority, no `:authority`, no or an empty
+    /// `Host`).
+    Missing,
+    /// A host that is not a host name, IP literal or port (`a b`, `x:99999`, `[::1`).
+    Invalid,
+    /// A well-formed host.
+    Host(RequestHost),
+}
+
+impl HostReading {
+    /// Parses an authority (`Host` value): `name[:port]` or `[v6][:port]`. Names are
+    /// RFC 3986 reg-names without percent-encoding or sub-delims (letters, digits, `-`,
+    /// `.`, `_`, `~`), which is every name DNS or a browser produces.
+    pub fn parse(authority: &str) -> HostReading {
+        let raw = authority.trim();
+        if raw.is_empty() {
+            return HostReading::Missing;
+        }
+        let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+            let Some((v6, after)) = rest.split_once(']') else {
+                return HostReading::Invalid;
+            };
+            if v6.is_empty()
+                || !v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return HostReading::Invalid;
             }
+            match after {
+                "" => (v6, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (v6, Some(p)),
+                    None => return HostReading::Invalid,
+                },
+            }
+        } else {
+            match raw.rsplit_once(':') {
+                Some((n, p)) => (n, Some(p)),
+                None => (raw, None),
+            }
+        };
+        let port = match port {
+            // `host:` is an empty port (RFC 3986 §3.2.3): the scheme's default
+            None | Some("") => None,
+            Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                match p.parse::<u16>() {
+                    Ok(p) => Some(p),
+                    Err(_) => return HostReading::Invalid,
+                }
+            }
+            Some(_) => return HostReading::Invalid,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        if name.is_empty() || (!raw.starts_with('[') && !name.bytes().all(reg_name)) {
+            return HostReading::Invalid;
+        }
+        HostReading::Host(RequestHost {
+            name: name.to_ascii_lowercase(),
+            port,
         })
+    }
+
+    /// The host, when there is a well-formed one.
+    pub fn into_host(self) -> Option<RequestHost> {
+        match self {
+            HostReading::Host(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// The authority of an absolute-form request target (`http://host:port/path`), if the
+/// target is one. pingora keeps it only in the raw target: the parsed URI of an HTTP/1
+/// request carries the path alone.
+pub fn absolute_form_authority(raw_target: &[u8]) -> Option<&str> {
+    if raw_target.first() == Some(&b'/') {
+        return None;
+    }
+    let s = std::str::from_utf8(raw_target).ok()?;
+    let (scheme, rest) = s.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The one reading of a request's host (DESIGN §10): the absolute-form target's
+/// authority, else the HTTP/2 `:authority` (`uri_authority`), else `Host`. pingora has
+/// already refused a `Host` that differs from either authority, or appears twice.
+///
+/// The proxy reads it with `request_host(req.raw_path(), req.uri.authority().map(|a|
+/// a.as_str()), &req.headers)`; every user of the host (matching, CSRF, forwarding)
+/// must call this, not read `Host` itself.
+pub fn request_host(
+    raw_target: &[u8],
+    uri_authority: Option<&str>,
+    headers: &HeaderMap,
+) -> HostReading {
+    if let Some(a) = absolute_form_authority(raw_target).or(uri_authority) {
+        return HostReading::parse(a);
+    }
+    match headers.get(HOST).map(|v| v.to_str()) {
+        None => HostReading::Missing,
+        Some(Ok(v)) => HostReading::parse(v),
+        Some(Err(_)) => HostReading::Invalid,
+    }
+}
+
+/// Why a request's host was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRefusal {
+    /// HTTP/1.1 (or later) without a host: 400 (RFC 9112 §3.2).
+    Missing,
+    /// A `Host` that is not a host: 400.
+    Invalid,
+    /// Not the public origin's host nor an allowed one: 421 Misdirected Request.
+    Misdirected,
+}
+
+impl HostRefusal {
+    /// The status code of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            HostRefusal::Missing | HostRefusal::Invalid => 400,
+            HostRefusal::Misdirected => 421,
+        }
+    }
+    /// The metric reason and answer text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HostRefusal::Missing => "host_missing",
+            HostRefusal::Invalid => "host_invalid",
+            HostRefusal::Misdirected => "host_misdirected",
+        }
+    }
+}
+
+/// The default port of `scheme`.
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// Vets a request's host. With a public origin, the host must be the origin's (same
+/// name and port, the scheme's default port written or not) or match an entry of
+/// `allowed` (`name`, `*.domain` for any subdomain, optional port); anything else is
+/// [`HostRefusal::Misdirected`], so a poisoned `Host` never reaches the app's password
+/// reset links or caches. An HTTP/1.0 request without a host is served as the public
+/// origin (`Ok(Some(origin host))`), or with no host when none is configured. Returns
+/// the host to use, its port dropped when it is the public origin's default.
+pub fn vet_host(
+    reading: HostReading,
+    http10: bool,
+    public: Option<&Origin>,
+    allowed: &[AllowedHost],
+) -> Result<Option<RequestHost>, HostRefusal> {
+    let mut host = match reading {
+        HostReading::Host(h) => h,
+        HostReading::Invalid => return Err(HostRefusal::Invalid),
+        HostReading::Missing if http10 => {
+            return Ok(public.map(|o| RequestHost {
+                name: o.host.trim_end_matches('.').to_string(),
+                port: o.port,
+            }))
+        }
+        HostReading::Missing => return Err(HostRefusal::Missing),
     };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let Some(origin) = public else {
+        return Ok(Some(host));
+    };
+    if host.port == Some(default_port(&origin.scheme)) {
+        host.port = None;
+    }
+    let is_origin = host.name == origin.host.trim_end_matches('.') && host.port == origin.port;
+    if is_origin || allowed.iter().any(|a| a.matches(&host.name, host.port)) {
+        Ok(Some(host))
+    } else {
+        Err(HostRefusal::Misdirected)
+    }
 }
 
 /// When a response carrying a session cookie is cacheable by shared caches (`public`,
@@ -252,16 +592,61 @@ mod tests {
         h
     }
 
+    fn names(h: &HeaderMap, trusted: bool, own: &[&str]) -> Vec<String> {
+        spoofable_names(h, trusted, own.iter().copied())
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
     #[test]
-    fn strips_spoofable_headers() {
+    fn strips_spoofable_headers_in_every_spelling() {
         let h = map(&[
             ("x-rotagate-subject", "admin"),
+            ("x_rotagate_subject", "admin"),
+            ("x-rotagate_claims", "{}"),
             ("x-middleware-subrequest", "m"),
+            ("x-middleware_subrequest", "m"),
+            ("x-middleware-prefetch", "1"),
+            ("x-invoke-path", "/p"),
+            ("x_invoke_query", "q"),
+            ("x-now-route-matches", "1"),
+            ("x-matched-path", "/p"),
+            ("x-original-url", "/p"),
+            ("x_rewrite_url", "/p"),
+            ("x-forwarded-prefix", "/p"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-user_email", "e"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-user-email", "e"),
             ("x-other", "1"),
+            ("x-rotagatex", "1"),
         ]);
-        let names = spoofable_names(&h);
-        assert_eq!(names.len(), 2);
-        assert!(!names.iter().any(|n| n == "x-other"));
+        let untrusted = names(&h, false, &["x-user-email"]);
+        assert_eq!(untrusted.len(), 18, "{untrusted:?}");
+        // the `-` spellings of what rotagate sets are replaced by the caller, not here
+        for kept in ["x-forwarded-for", "x-user-email", "x-other", "x-rotagatex"] {
+            assert!(!untrusted.iter().any(|n| n == kept), "{kept}");
+        }
+        let trusted = names(&h, true, &["x-user-email"]);
+        for kept in ["forwarded", "x-real-ip", "x-forwarded-port"] {
+            assert!(!trusted.iter().any(|n| n == kept), "{kept}");
+        }
+        assert_eq!(trusted.len(), 15);
+        let h = map(&[("x_real_ip", "7.7.7.7")]);
+        assert_eq!(names(&h, true, &[]), ["x_real_ip"]);
+        assert!(names(&HeaderMap::new(), false, &[]).is_empty());
+    }
+
+    #[test]
+    fn folded_comparisons() {
+        assert!(folded_eq("x_a-b", "x-a-b"));
+        assert!(!folded_eq("x-a-bc", "x-a-b"));
+        assert!(folded_starts_with("x_middleware_x", "x-middleware-"));
+        assert!(!folded_starts_with("x-mid", "x-middleware-"));
     }
 
     #[test]
@@ -289,6 +674,21 @@ mod tests {
         assert_eq!(hop_by_hop_names(&h, false).len(), 2);
     }
 
+    fn rh(name: &str, port: Option<u16>) -> RequestHost {
+        RequestHost {
+            name: name.into(),
+            port,
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            scheme: "https".into(),
+            host: "app.example.com".into(),
+            port: None,
+        }
+    }
+
     #[test]
     fn forwarded_untrusted_replaces() {
         let h = map(&[
@@ -301,14 +701,15 @@ mod tests {
             Some("10.1.2.3".parse().unwrap()),
             &[],
             "http",
-            Some("app.test"),
+            Some(&rh("app.test", Some(8080))),
+            None,
         );
         assert_eq!(
             f,
             Forwarded {
                 for_: "10.1.2.3".into(),
                 proto: "http".into(),
-                host: Some("app.test".into())
+                host: Some("app.test:8080".into())
             }
         );
     }
@@ -326,7 +727,8 @@ mod tests {
             Some("10.1.2.3".parse().unwrap()),
             &trusted,
             "http",
-            Some("internal"),
+            Some(&rh("internal", None)),
+            None,
         );
         assert_eq!(f.for_, "1.2.3.4, 10.1.2.3");
         assert_eq!(f.proto, "https");
@@ -334,17 +736,206 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_host_from_a_trusted_peer_is_vetted() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let o = origin();
+        let allowed = [AllowedHost {
+            name: "*.example.com".into(),
+            port: None,
+        }];
+        let vet = Some((&o, &allowed[..]));
+        let peer = Some("10.1.2.3".parse().unwrap());
+        let own = rh("app.example.com", None);
+        for (xfh, want) in [
+            ("evil.test", "app.example.com"),
+            ("WWW.example.com.", "www.example.com"),
+            ("www.example.com:443", "www.example.com"),
+            ("www.example.com:8443", "app.example.com"),
+            ("a b", "app.example.com"),
+        ] {
+            let h = map(&[("x-forwarded-host", xfh)]);
+            let f = forwarded(&h, peer, &trusted, "https", Some(&own), vet);
+            assert_eq!(f.host.as_deref(), Some(want), "{xfh}");
+        }
+    }
+
+    #[test]
+    fn host_readings() {
+        for (raw, want) in [
+            (
+                "App.Example.com:8080",
+                HostReading::Host(rh("app.example.com", Some(8080))),
+            ),
+            (
+                "app.example.com.",
+                HostReading::Host(rh("app.example.com", None)),
+            ),
+            (
+                "APP.example.com.:443",
+                HostReading::Host(rh("app.example.com", Some(443))),
+            ),
+            ("[::1]:80", HostReading::Host(rh("::1", Some(80)))),
+            ("[::1]", HostReading::Host(rh("::1", None))),
+            ("10.0.0.1", HostReading::Host(rh("10.0.0.1", None))),
+            ("host:", HostReading::Host(rh("host", None))),
+            ("my_host", HostReading::Host(rh("my_host", None))),
+            ("", HostReading::Missing),
+            ("  ", HostReading::Missing),
+            ("a b", HostReading::Invalid),
+            ("x:99999", HostReading::Invalid),
+            ("x:8o", HostReading::Invalid),
+            ("[::1", HostReading::Invalid),
+            ("[::1]x", HostReading::Invalid),
+            ("::1", HostReading::Invalid),
+            (".", HostReading::Invalid),
+            ("a@b", HostReading::Invalid),
+            ("a%2eb", HostReading::Invalid),
+        ] {
+            assert_eq!(HostReading::parse(raw), want, "{raw:?}");
+        }
+        assert_eq!(rh("::1", Some(80)).authority(), "[::1]:80");
+        assert_eq!(rh("a.test", None).authority(), "a.test");
+        for h in [
+            rh("::1", Some(80)),
+            rh("a.test", None),
+            rh("a.test", Some(8080)),
+        ] {
+            assert!(h.is_spelled(h.authority().as_bytes()), "{h:?}");
+        }
+        for (h, not) in [
+            (rh("a.test", None), "A.test"),
+            (rh("a.test", None), "a.test."),
+            (rh("a.test", None), "a.test:80"),
+            (rh("a.test", Some(80)), "a.test:080"),
+            (rh("a.test", Some(80)), "a.test:"),
+            (rh("::1", None), "::1"),
+        ] {
+            assert!(!h.is_spelled(not.as_bytes()), "{not}");
+        }
+    }
+
+    #[test]
+    fn the_one_reading_of_the_host() {
+        let h = map(&[("host", "App.Example.com:8080")]);
+        let host = |target: &[u8], auth: Option<&str>, h: &HeaderMap| {
+            request_host(target, auth, h).into_host()
+        };
+        assert_eq!(
+            host(b"/x", None, &h),
+            Some(rh("app.example.com", Some(8080)))
+        );
+        // HTTP/2 :authority, then absolute-form, win over Host
+        assert_eq!(host(b"/x", Some("[::1]:80"), &h), Some(rh("::1", Some(80))));
+        assert_eq!(
+            host(b"http://Other.test/x?y", Some("[::1]:80"), &h),
+            Some(rh("other.test", None))
+        );
+        assert_eq!(
+            request_host(b"/", None, &HeaderMap::new()),
+            HostReading::Missing
+        );
+        assert_eq!(
+            absolute_form_authority(b"https://a.test:1/x"),
+            Some("a.test:1")
+        );
+        assert_eq!(absolute_form_authority(b"http://a.test?x"), Some("a.test"));
+        assert_eq!(absolute_form_authority(b"http://a.test"), Some("a.test"));
+        assert_eq!(absolute_form_authority(b"/http://a.test"), None);
+        assert_eq!(absolute_form_authority(b"*"), None);
+        assert_eq!(absolute_form_authority(b"a.test:443"), None);
+    }
+
+    #[test]
+    fn hosts_are_vetted_against_the_public_origin() {
+        let o = origin();
+        let allowed = [
+            AllowedHost {
+                name: "www.example.com".into(),
+                port: None,
+            },
+            AllowedHost {
+                name: "*.internal".into(),
+                port: Some(8080),
+            },
+        ];
+        let vet = |r: HostReading| vet_host(r, false, Some(&o), &allowed);
+        let p = HostReading::parse;
+        assert_eq!(
+            vet(p("app.example.com")),
+            Ok(Some(rh("app.example.com", None)))
+        );
+        assert_eq!(
+            vet(p("App.example.com.:443")),
+            Ok(Some(rh("app.example.com", None)))
+        );
+        assert_eq!(
+            vet(p("www.example.com")),
+            Ok(Some(rh("www.example.com", None)))
+        );
+        assert_eq!(
+            vet(p("rg.svc.internal:8080")),
+            Ok(Some(rh("rg.svc.internal", Some(8080))))
+        );
+        for bad in [
+            "evil.test",
+            "app.example.com:80",
+            "internal:8080",
+            "rg.internal",
+            "127.0.0.1",
+            "example.com",
+        ] {
+            assert_eq!(vet(p(bad)), Err(HostRefusal::Misdirected), "{bad}");
+        }
+        assert_eq!(vet(p("a b")), Err(HostRefusal::Invalid));
+        assert_eq!(vet(HostReading::Missing), Err(HostRefusal::Missing));
+        // HTTP/1.0 without a host is served as the public origin
+        assert_eq!(
+            vet_host(HostReading::Missing, true, Some(&o), &allowed),
+            Ok(Some(rh("app.example.com", None)))
+        );
+        // without a public origin nothing is vetted
+        assert_eq!(
+            vet_host(p("evil.test"), false, None, &[]),
+            Ok(Some(rh("evil.test", None)))
+        );
+        assert_eq!(vet_host(HostReading::Missing, true, None, &[]), Ok(None));
+        assert_eq!(
+            vet_host(HostReading::Missing, false, None, &[]),
+            Err(HostRefusal::Missing)
+        );
+        assert_eq!(HostRefusal::Misdirected.status(), 421);
+        assert_eq!(HostRefusal::Missing.status(), 400);
+    }
+
+    #[test]
+    fn short_heads_are_padded_for_the_h2c_peek() {
+        let mut head = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        pad_for_h2c_peek(&mut head);
+        assert_eq!(head.len(), 24);
+        assert!(head.ends_with(b"GET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(request_line_ok(&head), Some(true));
+        let mut odd = b"GET /ab HTTP/1.0\r\n\r\n".to_vec();
+        pad_for_h2c_peek(&mut odd);
+        assert_eq!(odd.len(), 24);
+        assert_eq!(request_line_ok(&odd), Some(true));
+        // the preface, long heads, partial and bad lines are left alone
+        for keep in [
+            &b"PRI * HTTP/2.0\r\n"[..],
+            b"GET /a-long-path HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HT",
+            b"GARBAGE\r\n",
+        ] {
+            let mut h = keep.to_vec();
+            pad_for_h2c_peek(&mut h);
+            assert_eq!(h, keep);
+        }
+    }
+
+    #[test]
     fn merges_cookie_fields() {
         let h = map(&[("cookie", "a=1"), ("cookie", "b=2;"), ("cookie", "")]);
         assert_eq!(merged_cookie(&h).as_deref(), Some("a=1; b=2"));
         assert_eq!(merged_cookie(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn host_parsing() {
-        let h = map(&[("host", "App.Example.com:8080")]);
-        assert_eq!(request_host(None, &h).as_deref(), Some("app.example.com"));
-        assert_eq!(request_host(Some("[::1]:80"), &h).as_deref(), Some("::1"));
     }
 
     #[test]

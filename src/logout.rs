@@ -59,7 +59,12 @@ pub fn classify(headers: &HeaderMap) -> Kind {
                 .is_ok_and(|s| s.to_ascii_lowercase().contains("prefetch"))
         })
     });
-    if headers.contains_key("next-router-prefetch") || purpose_prefetch {
+    // `x-middleware-prefetch: 1` is the Pages router's prefetch (stripped before the
+    // upstream sees it, after this decision)
+    if headers.contains_key("next-router-prefetch")
+        || purpose_prefetch
+        || header_is(headers, "x-middleware-prefetch", "1")
+    {
         return Kind::Prefetch;
     }
     if headers.contains_key("next-action") {

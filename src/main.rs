@@ -83,6 +83,12 @@ fn main() -> ExitCode {
                 for w in &cfg.warnings {
                     println!("warning: {w}");
                 }
+                if cfg.listen.case_insensitive_paths {
+                    println!("note: listen.case_insensitive_paths = true: route patterns match paths in any letter case (/Premium/x is matched as /premium/x), for apps that serve paths case-insensitively (IIS, Express); Next.js itself is case-sensitive");
+                }
+                if cfg.listen.path_strictness == rotagate::config::PathStrictness::Lenient {
+                    println!("note: listen.path_strictness = \"lenient\": paths with ';' parameters, '//' or trailing dots are forwarded as sent and matched as servers that cut, merge or drop them read them");
+                }
                 println!("{}: ok ({} routes)", config.display(), cfg.routes.len());
                 ExitCode::SUCCESS
             }

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub logouts: IntCounterVec,
     /// Requests refused by access rules, by reason.
     pub denials: IntCounterVec,
+    /// Requests refused or altered by request hygiene, by reason: `host_missing`,
+    /// `host_invalid`, `host_misdirected`, `path_*` (see `PathError::reason`),
+    /// `identity_value_invalid` (an identity header skipped), `regex_limit` (a route
+    /// pattern hit the backtracking limit).
+    pub hygiene: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +105,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let hygiene = IntCounterVec::new(
+            Opts::new(
+                "rotagate_hygiene_total",
+                "Requests refused or altered by request hygiene, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -109,6 +122,7 @@ impl Metrics {
             Box::new(invalid_tokens.clone()),
             Box::new(logouts.clone()),
             Box::new(denials.clone()),
+            Box::new(hygiene.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -122,6 +136,7 @@ impl Metrics {
             invalid_tokens,
             logouts,
             denials,
+            hygiene,
         }
     }
 

@@ -203,7 +203,8 @@ async fn accept_loop(
                 let Ok(std_tcp) = tcp.into_std() else { continue };
                 conns.spawn_on(async move {
                     let Ok(tcp) = tokio::net::TcpStream::from_std(std_tcp) else { return };
-                    let Some((tcp, head)) = screen_first_request_line(tcp).await else { return };
+                    let Some((tcp, mut head)) = screen_first_request_line(tcp).await else { return };
+                    crate::hygiene::pad_for_h2c_peek(&mut head);
                     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
                     let mut stream = L4Stream::from(tcp);
                     stream.set_socket_digest(SocketDigest::from_raw_fd(fd));

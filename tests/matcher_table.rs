@@ -160,6 +160,7 @@ fn next_matcher_table() {
         let opts = NextOptions {
             base_path: base_path.to_string(),
             locales: locales.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         };
         let spec = MatcherSpec {
             sources: vec![SourceSpec {

@@ -55,6 +55,13 @@ pub struct ListenFile {
     pub h2c: Option<bool>,
     /// `threads`.
     pub threads: Option<Spanned<i64>>,
+    /// `allowed_hosts`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<S>,
+    /// `path_strictness`.
+    pub path_strictness: Option<S>,
+    /// `case_insensitive_paths`.
+    pub case_insensitive_paths: Option<bool>,
 }
 
 /// `[upstream]`.

@@ -69,6 +69,45 @@ pub struct Listen {
     pub h2c: bool,
     /// `threads`: worker threads serving connections (default: one per core).
     pub threads: usize,
+    /// `allowed_hosts`: hosts besides the public origin's that requests may name
+    /// (others get 421); only with `public_origin`. Empty by default.
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// `path_strictness` (default [`PathStrictness::Strict`]).
+    pub path_strictness: PathStrictness,
+    /// `case_insensitive_paths` (default false): route patterns match paths in any
+    /// letter case, for apps that serve paths case-insensitively (IIS, Express with
+    /// its default router).
+    pub case_insensitive_paths: bool,
+}
+
+pub use crate::matcher::path::Strictness as PathStrictness;
+
+/// One `listen.allowed_hosts` entry: `name`, `*.domain` (any subdomain, any depth, not
+/// the domain itself) and an optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// Lower-case name without trailing dot; `*.example.com` for subdomains.
+    pub name: String,
+    /// The port, `None` for the public origin's default port (or none written).
+    pub port: Option<u16>,
+}
+
+impl AllowedHost {
+    /// True when a vetted host (`name` lower-case, `port` without the default) is this
+    /// entry.
+    pub fn matches(&self, name: &str, port: Option<u16>) -> bool {
+        if port != self.port {
+            return false;
+        }
+        match self.name.strip_prefix("*.") {
+            Some(domain) => {
+                name.len() > domain.len() + 1
+                    && name.ends_with(domain)
+                    && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
+            }
+            None => self.name == name,
+        }
+    }
 }
 
 /// A scheme://host[:port] origin.

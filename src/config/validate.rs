@@ -241,6 +241,24 @@ pub(super) fn validate(
         }
     };
 
+    let allowed_hosts = allowed_hosts(&mut cx, &f.listen.allowed_hosts, public_origin.as_ref());
+    let path_strictness = match &f.listen.path_strictness {
+        None => PathStrictness::Strict,
+        Some(s) if s.get_ref() == "strict" => PathStrictness::Strict,
+        Some(s) if s.get_ref() == "lenient" => PathStrictness::Lenient,
+        Some(s) => {
+            cx.bad_at(
+                s,
+                format!(
+                    "expected \"strict\" or \"lenient\", found {:?}",
+                    s.get_ref()
+                ),
+            );
+            PathStrictness::Strict
+        }
+    };
+    let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
+
     // [upstream]
     let up = &f.upstream;
     let (authority, tls) = match parse_upstream_url(up.url.get_ref()) {
@@ -433,6 +451,7 @@ pub(super) fn validate(
     let opts = NextOptions {
         base_path: nextjs.base_path.clone(),
         locales: nextjs.locales.clone(),
+        case_insensitive: case_insensitive_paths,
     };
     let rules = match RuleSet::build(&specs, &opts) {
         Ok(set) => set,
@@ -492,6 +511,9 @@ pub(super) fn validate(
             max_header_bytes,
             h2c: f.listen.h2c.unwrap_or(true),
             threads,
+            allowed_hosts,
+            path_strictness,
+            case_insensitive_paths,
         },
         upstream,
         admin,
@@ -901,6 +923,8 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
             }
         })
         .collect();
+    // access decisions fail closed: a rule with `require` matches when its regex gives up
+    let fail_closed = require.is_some();
     let route = Route {
         name,
         bypass,
@@ -915,6 +939,7 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
             sources,
             methods,
             hosts: r.hosts.clone(),
+            fail_closed,
         },
     )
 }
@@ -998,6 +1023,43 @@ fn parse_upstream_url(url: &str) -> Result<(String, bool), String> {
     let host = auth.host();
     let port = auth.port_u16().unwrap_or(80);
     Ok((format!("{host}:{port}"), false))
+}
+
+/// `listen.allowed_hosts`: `name`, `*.domain` or either with `:port`; only meaningful
+/// (and only accepted) with a public origin, whose scheme sets the default port.
+fn allowed_hosts(cx: &mut Ctx<'_>, entries: &[S], origin: Option<&Origin>) -> Vec<AllowedHost> {
+    if let (Some(first), None) = (entries.first(), origin) {
+        cx.bad_at(
+            first,
+            "`allowed_hosts` needs `listen.public_origin`: hosts are vetted against the public origin",
+        );
+        return Vec::new();
+    }
+    let default_port = match origin {
+        Some(o) if o.scheme == "https" => 443,
+        _ => 80,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for s in entries {
+        let v = s.get_ref();
+        let (wild, rest) = match v.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, v.as_str()),
+        };
+        match crate::hygiene::HostReading::parse(rest) {
+            crate::hygiene::HostReading::Host(h) if !(wild && h.name.contains(':')) => {
+                out.push(AllowedHost {
+                    name: if wild { format!("*.{}", h.name) } else { h.name },
+                    port: h.port.filter(|p| *p != default_port),
+                })
+            }
+            _ => cx.bad_at(
+                s,
+                format!("expected a host like \"www.example.com\", \"*.example.com\" or \"internal:8080\", found {v:?}"),
+            ),
+        }
+    }
+    out
 }
 
 /// `scheme://host[:port]` with no path.

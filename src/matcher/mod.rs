@@ -21,6 +21,10 @@ pub struct MatcherSpec {
     pub methods: Vec<String>,
     /// `hosts = [...]`, exact or `*.example.com`; empty = any host.
     pub hosts: Vec<String>,
+    /// Set for rules with `require`: when a lookaround regex of this rule hits the
+    /// engine's backtracking limit, the rule counts as matching (fail closed) instead
+    /// of not matching.
+    pub fail_closed: bool,
 }
 
 /// One Next.js matcher object `{ source, has, missing }`.
@@ -65,6 +69,8 @@ pub struct NextOptions {
     pub base_path: String,
     /// i18n locales (empty when none).
     pub locales: Vec<String>,
+    /// `listen.case_insensitive_paths`: path patterns match in any letter case.
+    pub case_insensitive: bool,
 }
 
 /// The parts of a request that matching looks at.
@@ -114,13 +120,37 @@ impl Re {
                 .map_err(|e| e.to_string()),
         }
     }
-    fn is_match(&self, s: &str) -> bool {
+    /// Whether `s` matches; when the backtracking engine gives up (its limit, or any
+    /// other run-time error) the answer is `on_limit` (the rule's fail-closed flag), the
+    /// event is logged (without the input: it may be a path with secrets in it) and
+    /// noted for [`take_regex_limit_hits`].
+    fn is_match_or(&self, s: &str, on_limit: bool) -> bool {
         match self {
             Re::Fast(r) => r.is_match(s),
-            // a regex that exceeds its backtrack limit counts as no match
-            Re::Fancy(r) => r.is_match(s).unwrap_or(false),
+            Re::Fancy(r) => r.is_match(s).unwrap_or_else(|e| {
+                tracing::warn!(
+                    error = %e,
+                    counted_as_match = on_limit,
+                    "route pattern hit the regex engine's backtracking limit"
+                );
+                REGEX_LIMIT_HITS.with(|c| c.set(c.get() + 1));
+                on_limit
+            }),
         }
     }
+}
+
+thread_local! {
+    /// Backtracking-limit hits on this thread since the last [`take_regex_limit_hits`].
+    /// Matching is synchronous, so the glue reads it right after matching one request on
+    /// the same thread (a counter without threading one through every matcher call).
+    static REGEX_LIMIT_HITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Returns and resets the number of times, on this thread, a lookaround pattern hit the
+/// regex engine's backtracking limit since the last call (for the metric).
+pub fn take_regex_limit_hits() -> u32 {
+    REGEX_LIMIT_HITS.with(|c| c.replace(0))
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +158,9 @@ struct CompiledCondition {
     kind: ConditionKind,
     key: String,
     value: Option<Re>,
+    /// Whether the condition holds when `value` hits the backtracking limit: for a
+    /// fail-closed rule, `has` holds and `missing` does not, so the rule matches.
+    on_limit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +178,7 @@ struct CompiledRule {
     sources: Vec<CompiledSource>,
     methods: Vec<String>,
     hosts: Vec<String>,
+    fail_closed: bool,
 }
 
 /// The compiled, ordered rule set.
@@ -225,6 +259,7 @@ fn compile_condition(c: &Condition) -> Result<CompiledCondition, String> {
         kind: c.kind,
         key,
         value,
+        on_limit: false,
     })
 }
 
@@ -261,6 +296,11 @@ impl RuleSet {
                 pattern::compile_source(s).map_err(|e| err(Some(si), e))?;
                 let wrapped = next_wrap(s, opts);
                 let js = pattern::compile_source(&wrapped).map_err(|e| err(Some(si), e))?;
+                let js = if opts.case_insensitive {
+                    format!("(?i){js}")
+                } else {
+                    js
+                };
                 let re =
                     Re::new(&js).map_err(|e| err(Some(si), format!("Invalid source: {s}: {e}")))?;
                 let fancy_re = match re {
@@ -274,16 +314,23 @@ impl RuleSet {
                         Some(re)
                     }
                 };
+                // a fail-closed rule matches when a condition regex gives up
+                let on_limit = |holds: bool| {
+                    move |mut c: CompiledCondition| {
+                        c.on_limit = holds;
+                        c
+                    }
+                };
                 let has = src
                     .has
                     .iter()
-                    .map(compile_condition)
+                    .map(|c| compile_condition(c).map(on_limit(spec.fail_closed)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| err(Some(si), format!("has: {e}")))?;
                 let missing = src
                     .missing
                     .iter()
-                    .map(compile_condition)
+                    .map(|c| compile_condition(c).map(on_limit(!spec.fail_closed)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| err(Some(si), format!("missing: {e}")))?;
                 sources.push(CompiledSource {
@@ -301,11 +348,17 @@ impl RuleSet {
                 .iter()
                 .map(|m| m.to_ascii_uppercase())
                 .collect();
-            let hosts = spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            // request hosts are read without a trailing dot (hygiene::request_host)
+            let hosts = spec
+                .hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect();
             rules.push(CompiledRule {
                 sources,
                 methods,
                 hosts,
+                fail_closed: spec.fail_closed,
             });
         }
         let set = regex::RegexSetBuilder::new(&fast_sources)
@@ -359,7 +412,7 @@ impl RuleSet {
             }
             for &(ri, si) in &self.fancy {
                 if let Some(re) = &self.rules[ri].sources[si].fancy {
-                    if re.is_match(p) {
+                    if re.is_match_or(p, self.rules[ri].fail_closed) {
                         hits.push((ri, si));
                     }
                 }
@@ -404,7 +457,7 @@ impl RuleSet {
                             self.rules[ri].sources[si].fancy.as_ref().is_some_and(|re| {
                                 std::iter::once(req.path)
                                     .chain(decoded.as_deref())
-                                    .any(|p| re.is_match(p))
+                                    .any(|p| re.is_match_or(p, self.rules[ri].fail_closed))
                             }) && fits(&(ri, si))
                         })
                         .map(|&(ri, _)| ri)
@@ -609,7 +662,7 @@ fn condition_holds(c: &CompiledCondition, req: &RequestParts<'_>) -> bool {
     };
     match (value, &c.value) {
         (Some(v), None) => !v.is_empty(),
-        (Some(v), Some(re)) => !v.is_empty() && re.is_match(&v),
+        (Some(v), Some(re)) => !v.is_empty() && re.is_match_or(&v, c.on_limit),
         (None, _) => false,
     }
 }
@@ -831,6 +884,80 @@ mod tests {
         assert_eq!(w.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 4]);
         assert!(w[0].1.contains("duplicate of rule 0"));
         assert!(w[1].1.contains("rule 3"));
+    }
+
+    #[test]
+    fn backtracking_limit_fails_closed_only_for_flagged_rules() {
+        // needs fancy-regex (lookaround) and backtracks exponentially without a `b`
+        let hard = "/((?:(?!z)a|a)+b)";
+        let mut closed = rule(vec![src(hard)]);
+        closed.fail_closed = true;
+        let open = rule(vec![src(hard)]);
+        let h = HeaderMap::new();
+        let run = format!("/{}", "a".repeat(40));
+        let _ = take_regex_limit_hits();
+        let set = RuleSet::build(&[closed.clone()], &NextOptions::default()).unwrap();
+        assert_eq!(set.first_match(&req("GET", None, &run, None, &h)), Some(0));
+        assert!(take_regex_limit_hits() >= 1);
+        assert_eq!(take_regex_limit_hits(), 0);
+        let set =
+            RuleSet::build(&[open, rule(vec![src("/:p*")])], &NextOptions::default()).unwrap();
+        assert_eq!(set.first_match(&req("GET", None, &run, None, &h)), Some(1));
+        assert!(take_regex_limit_hits() >= 1);
+        // a `has` value regex that gives up: the fail-closed rule still matches
+        let mut s = src("/:p*");
+        s.has = vec![cond(
+            ConditionKind::Header,
+            "x-a",
+            Some("(?:(?:(?!z)a|a)+b)"),
+        )];
+        let mut r = rule(vec![s]);
+        r.fail_closed = true;
+        let set = RuleSet::build(&[r], &NextOptions::default()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_str(&"a".repeat(40)).unwrap());
+        assert_eq!(set.first_match(&req("GET", None, "/x", None, &h)), Some(0));
+        let _ = take_regex_limit_hits();
+    }
+
+    #[test]
+    fn case_insensitive_paths() {
+        let rules = [
+            rule(vec![src("/premium/:p*")]),
+            rule(vec![src("/((?!api).*)")]),
+        ];
+        let h = HeaderMap::new();
+        let ci = NextOptions {
+            case_insensitive: true,
+            ..Default::default()
+        };
+        let set = RuleSet::build(&rules, &ci).unwrap();
+        assert_eq!(
+            set.first_match(&req("GET", None, "/PREMIUM/x", None, &h)),
+            Some(0)
+        );
+        assert_eq!(set.first_match(&req("GET", None, "/API/x", None, &h)), None);
+        let set = RuleSet::build(&rules, &NextOptions::default()).unwrap();
+        assert_eq!(
+            set.first_match(&req("GET", None, "/PREMIUM/x", None, &h)),
+            Some(1)
+        );
+        assert_eq!(
+            set.first_match(&req("GET", None, "/API/x", None, &h)),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn host_rules_ignore_a_trailing_dot() {
+        let mut r = rule(vec![src("/:p*")]);
+        r.hosts = vec!["Admin.Test.".into()];
+        let set = RuleSet::build(&[r], &NextOptions::default()).unwrap();
+        let h = HeaderMap::new();
+        assert_eq!(
+            set.first_match(&req("GET", Some("admin.test"), "/", None, &h)),
+            Some(0)
+        );
     }
 
     #[test]

@@ -191,12 +191,13 @@ impl Proxy {
         cfg: &crate::config::Config,
     ) -> Result<bool> {
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri.authority().map(|a| a.to_string()));
+        let host = hygiene::request_host(
+            req.raw_path(),
+            req.uri.authority().map(|a| a.as_str()),
+            &req.headers,
+        )
+        .into_host()
+        .map(|h| h.authority());
         if access::csrf_ok(
             &req.headers,
             cfg.listen.public_origin.as_ref(),

@@ -57,6 +57,8 @@ pub struct Ctx {
     logout: Option<LogoutPlan>,
     /// The body that replaces the upstream's after a rewrite (`None` = pass it on).
     body: Option<BodyRewrite>,
+    /// The request's vetted host ([`crate::hygiene::vet_host`]), set by the request phase.
+    host: Option<crate::hygiene::RequestHost>,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -103,6 +105,7 @@ impl ProxyHttp for Proxy {
             session: None,
             logout: None,
             body: None,
+            host: None,
         }
     }
 

@@ -25,21 +25,66 @@ impl Proxy {
             respond_text(session, 431, "request header fields too large").await?;
             return Ok(true);
         }
+        // the one reading of the host (DESIGN §10), vetted against the public origin
+        let listen = &ctx.rt.config.listen;
+        let reading = hygiene::request_host(
+            req.raw_path(),
+            req.uri.authority().map(|a| a.as_str()),
+            &req.headers,
+        );
+        let http10 = req.version <= http::Version::HTTP_10;
+        let host = match hygiene::vet_host(
+            reading,
+            http10,
+            listen.public_origin.as_ref(),
+            &listen.allowed_hosts,
+        ) {
+            Ok(h) => h,
+            Err(refusal) => {
+                self.shared
+                    .metrics
+                    .hygiene
+                    .with_label_values(&[refusal.reason()])
+                    .inc();
+                ctx.log_path = "-".to_string();
+                let text = match refusal {
+                    hygiene::HostRefusal::Missing => "bad request: missing Host",
+                    hygiene::HostRefusal::Invalid => "bad request: invalid Host",
+                    hygiene::HostRefusal::Misdirected => {
+                        "misdirected request: this server does not serve that host"
+                    }
+                };
+                respond_text(session, refusal.status(), text).await?;
+                return Ok(true);
+            }
+        };
+        let absolute_form = hygiene::absolute_form_authority(req.raw_path()).is_some();
         let raw_path = req.uri.path().to_string();
-        let normalised = match path::normalise(&raw_path) {
+        let normalised = match path::normalise_with(&raw_path, listen.path_strictness) {
             Ok(p) => p,
             Err(e) => {
+                self.shared
+                    .metrics
+                    .hygiene
+                    .with_label_values(&[e.reason()])
+                    .inc();
                 ctx.log_path = "-".to_string();
                 respond_text(session, 400, &format!("bad request: {e}")).await?;
                 return Ok(true);
             }
         };
-        if normalised != raw_path {
+        if normalised.forward != raw_path || absolute_form {
+            // origin-form for the app (an absolute-form target's authority goes into
+            // Host below); an HTTP/2 request keeps its scheme and authority
             let pq = match req.uri.query() {
-                Some(q) => format!("{normalised}?{q}"),
-                None => normalised.clone(),
+                Some(q) => format!("{}?{q}", normalised.forward),
+                None => normalised.forward.clone(),
             };
-            match http::Uri::builder().path_and_query(pq).build() {
+            let mut b = http::Uri::builder();
+            if let (Some(scheme), Some(authority)) = (req.uri.scheme(), req.uri.authority()) {
+                b = b.scheme(scheme.clone()).authority(authority.clone());
+            }
+            match b.path_and_query(pq).build() {
                 Ok(uri) => session.req_header_mut().set_uri(uri),
                 Err(_) => {
                     respond_text(session, 400, "bad request: invalid path").await?;
@@ -47,22 +92,48 @@ impl Proxy {
                 }
             }
         }
-        ctx.log_path = normalised;
+        // the app reads the host rotagate vetted, in its one spelling: an absolute-form
+        // target's authority, the public origin for an HTTP/1.0 request without one,
+        // `APP.example.com.` as `app.example.com` (HTTP/2 keeps its `:authority`)
+        if let Some(h) = &host {
+            let req = session.req_header();
+            let spelled = req
+                .headers
+                .get(http::header::HOST)
+                .is_some_and(|v| h.is_spelled(v.as_bytes()));
+            if req.uri.authority().is_none() && !spelled {
+                session
+                    .req_header_mut()
+                    .insert_header(http::header::HOST, h.authority())?;
+            }
+        }
+        ctx.log_path = match normalised.matching {
+            Some(m) => m,
+            None => normalised.forward,
+        };
+        ctx.host = host;
         if ctx.log_path == ctx.rt.config.logout.endpoint {
             self.logout_endpoint(session, ctx).await?;
             return Ok(true);
         }
 
         let req = session.req_header();
-        let host = hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers);
         let parts = RequestParts {
             method: req.method.as_str(),
-            host: host.as_deref(),
+            host: ctx.host.as_ref().map(|h| h.name.as_str()),
             path: &ctx.log_path,
             query: req.uri.query(),
             headers: &req.headers,
         };
         ctx.route = ctx.rt.config.rules.first_match(&parts);
+        let limit_hits = crate::matcher::take_regex_limit_hits();
+        if limit_hits > 0 {
+            self.shared
+                .metrics
+                .hygiene
+                .with_label_values(&["regex_limit"])
+                .inc_by(u64::from(limit_hits));
+        }
 
         let handles_sessions = ctx
             .route

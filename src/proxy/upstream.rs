@@ -17,25 +17,47 @@ impl Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        for name in hygiene::spoofable_names(&up.headers) {
+        let cfg = &ctx.rt.config;
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted_peer = hygiene::is_trusted(peer_ip, &cfg.listen.trusted_proxies);
+        // identity headers come only from rotagate, and only for verified sessions
+        let identity = &cfg.identity;
+        let own = std::iter::once(identity.subject_header.as_str())
+            .chain(identity.claim_headers.iter().map(|(n, _)| n.as_str()));
+        for name in hygiene::spoofable_names(&up.headers, trusted_peer, own.clone()) {
             up.remove_header(&name);
         }
-        // identity headers come only from rotagate, and only for verified sessions
-        let identity = &ctx.rt.config.identity;
-        up.remove_header(identity.subject_header.as_str());
-        for (name, _) in &identity.claim_headers {
-            up.remove_header(name.as_str());
+        for name in own {
+            up.remove_header(name);
         }
         if let Some(claims) = ctx.session.as_ref().and_then(|d| d.claims.as_ref()) {
-            if let Some(sub) = claims.get("sub").and_then(|v| v.as_str()) {
-                up.insert_header(identity.subject_header.clone(), sub)?;
-            }
-            for (name, path) in &identity.claim_headers {
-                if let Some(v) = access::claim(claims, path) {
-                    let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                    if let Ok(hv) = http::HeaderValue::from_str(&text) {
-                        up.insert_header(name.clone(), hv)?;
-                    }
+            let sub = claims.get("sub").and_then(|v| v.as_str()).map(|s| {
+                (
+                    identity.subject_header.as_str(),
+                    std::borrow::Cow::Borrowed(s),
+                )
+            });
+            let others = identity.claim_headers.iter().filter_map(|(name, path)| {
+                let v = access::claim(claims, path)?;
+                let text = v
+                    .as_str()
+                    .map_or_else(|| v.to_string().into(), std::borrow::Cow::Borrowed);
+                Some((name.as_str(), text))
+            });
+            for (name, text) in sub.into_iter().chain(others) {
+                // a claim with a control character (or non-ASCII text) is not a header
+                // value: skip that header rather than fail the request
+                match http::HeaderValue::from_str(&text) {
+                    Ok(hv) => up.insert_header(name.to_string(), hv)?,
+                    Err(_) => self
+                        .shared
+                        .metrics
+                        .hygiene
+                        .with_label_values(&["identity_value_invalid"])
+                        .inc(),
                 }
             }
         }
@@ -43,26 +65,21 @@ impl Proxy {
         for name in hygiene::hop_by_hop_names(&up.headers, upgrade) {
             up.remove_header(&name);
         }
-        let peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let host =
-            hygiene::request_host(up.uri.authority().map(|a| a.as_str()), &up.headers).map(|_| {
-                // keep the port in X-Forwarded-Host: it is the authority the client used
-                up.headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-                    .or_else(|| up.uri.authority().map(|a| a.to_string()))
-                    .unwrap_or_default()
-            });
+        let listen = &cfg.listen;
+        let own_proto = listen
+            .public_origin
+            .as_ref()
+            .map_or("http", |o| o.scheme.as_str());
         let fwd = hygiene::forwarded(
             &up.headers,
             peer_ip,
-            &ctx.rt.config.listen.trusted_proxies,
-            "http",
-            host.as_deref(),
+            &listen.trusted_proxies,
+            own_proto,
+            ctx.host.as_ref(),
+            listen
+                .public_origin
+                .as_ref()
+                .map(|o| (o, listen.allowed_hosts.as_slice())),
         );
         up.insert_header("x-forwarded-for", fwd.for_)?;
         up.insert_header("x-forwarded-proto", fwd.proto)?;

@@ -168,6 +168,7 @@ pub fn rotation_allowed(method: &http::Method, headers: &HeaderMap) -> bool {
     !(has("sec-purpose", "prefetch")
         || has("purpose", "prefetch")
         || headers.contains_key("next-router-prefetch")
+        || has("x-middleware-prefetch", "1")
         || has("upgrade", "websocket"))
 }
 

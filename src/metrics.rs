@@ -29,6 +29,12 @@ pub struct Metrics {
     pub logouts: IntCounterVec,
     /// Requests refused by access rules, by reason.
     pub denials: IntCounterVec,
+    /// Client connection events, by kind: `header_timeout`, `idle_timeout`,
+    /// `body_timeout`, `write_timeout`, `limit_wait` (accepting paused at
+    /// `max_connections`), `accept_error`, `lingering_close`.
+    pub connection_events: IntCounterVec,
+    /// Client connections open now (lingering closes included).
+    pub connections_open: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +106,17 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let connection_events = IntCounterVec::new(
+            Opts::new(
+                "rotagate_connection_events_total",
+                "Client connection events: timeouts, limits, accept errors",
+            ),
+            &["event"],
+        )
+        .expect("static metric definition");
+        let connections_open =
+            IntGauge::new("rotagate_connections_open", "Client connections open now")
+                .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -109,6 +126,8 @@ impl Metrics {
             Box::new(invalid_tokens.clone()),
             Box::new(logouts.clone()),
             Box::new(denials.clone()),
+            Box::new(connection_events.clone()),
+            Box::new(connections_open.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -122,6 +141,8 @@ impl Metrics {
             invalid_tokens,
             logouts,
             denials,
+            connection_events,
+            connections_open,
         }
     }
 

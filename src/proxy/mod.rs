@@ -106,6 +106,13 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// The first hook after a request's header block was read: its header deadline
+    /// ends here (the connection's `body_timeout` governs from now on).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::conn::stream::header_done(session);
+        Ok(())
+    }
+
     /// Hygiene, normalisation and route matching. Answers directly (and returns
     /// `Ok(true)`) for requests that must not reach the upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -163,7 +170,8 @@ impl ProxyHttp for Proxy {
     }
 
     /// Maps upstream failures to the answers operators expect: connect problems → 502,
-    /// read timeouts → 504. Nothing rotagate causes itself becomes a logout.
+    /// read timeouts → 504; a client whose body stalls past `body_timeout` gets 408.
+    /// Nothing rotagate causes itself becomes a logout.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
@@ -176,12 +184,32 @@ impl ProxyHttp for Proxy {
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
+                    ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::WriteTimedout => 0,
                     _ => 400,
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        let event = match e.etype() {
+            ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+                Some("body_timeout")
+            }
+            ErrorType::WriteTimedout if e.esource() == &ErrorSource::Downstream => {
+                Some("write_timeout")
+            }
+            _ => None,
+        };
+        if let Some(ev) = event {
+            self.shared
+                .metrics
+                .connection_events
+                .with_label_values(&[ev])
+                .inc();
+        }
         if code > 0 && session.response_written().is_none() {
             let text = StatusCode::from_u16(code)
                 .ok()

@@ -159,39 +159,6 @@ pub fn request_line_ok(peeked: &[u8]) -> Option<bool> {
     Some(!method.is_empty() && method.iter().all(tchar) && !target.is_empty() && version_ok)
 }
 
-/// Length of the HTTP/2 connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
-const H2_PREFACE_LEN: usize = 24;
-
-/// Pads the first bytes of a new connection, when they hold a whole HTTP/1 request
-/// line shorter than the HTTP/2 preface, with leading empty lines up to the preface's
-/// length.
-///
-/// NOTE: with h2c on, pingora 0.9 tells HTTP/1 from HTTP/2 by reading exactly 24 bytes
-/// (`ServerApp::process_new` → `Stream::try_peek`, a `read_exact`). A whole request
-/// shorter than that — `GET / HTTP/1.1\r\n\r\n`, which is every request without a
-/// Host — left it waiting for bytes that never come, until the client gave up.
-/// RFC 9112 §2.2 lets a server ignore empty lines before the request line, and pingora's
-/// parser (httparse) does, so the padding changes nothing else; the HTTP/2 preface
-/// itself is never touched.
-pub fn pad_for_h2c_peek(head: &mut Vec<u8>) {
-    if head.len() >= H2_PREFACE_LEN
-        || head.starts_with(b"PRI ")
-        || request_line_ok(head) != Some(true)
-    {
-        return;
-    }
-    let pad = H2_PREFACE_LEN - head.len();
-    let mut padded = Vec::with_capacity(H2_PREFACE_LEN);
-    for _ in 0..pad / 2 {
-        padded.extend_from_slice(b"\r\n");
-    }
-    if pad % 2 == 1 {
-        padded.push(b'\n');
-    }
-    padded.extend_from_slice(head);
-    *head = padded;
-}
-
 /// Approximate size of a request header block as it came over the wire: request line
 /// plus `name: value\r\n` per field. Used for the `max_header_bytes` limit (→ 431),
 /// which pingora does not enforce at our size.
@@ -905,30 +872,6 @@ mod tests {
         );
         assert_eq!(HostRefusal::Misdirected.status(), 421);
         assert_eq!(HostRefusal::Missing.status(), 400);
-    }
-
-    #[test]
-    fn short_heads_are_padded_for_the_h2c_peek() {
-        let mut head = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-        pad_for_h2c_peek(&mut head);
-        assert_eq!(head.len(), 24);
-        assert!(head.ends_with(b"GET / HTTP/1.1\r\n\r\n"));
-        assert_eq!(request_line_ok(&head), Some(true));
-        let mut odd = b"GET /ab HTTP/1.0\r\n\r\n".to_vec();
-        pad_for_h2c_peek(&mut odd);
-        assert_eq!(odd.len(), 24);
-        assert_eq!(request_line_ok(&odd), Some(true));
-        // the preface, long heads, partial and bad lines are left alone
-        for keep in [
-            &b"PRI * HTTP/2.0\r\n"[..],
-            b"GET /a-long-path HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET / HT",
-            b"GARBAGE\r\n",
-        ] {
-            let mut h = keep.to_vec();
-            pad_for_h2c_peek(&mut h);
-            assert_eq!(h, keep);
-        }
     }
 
     #[test]

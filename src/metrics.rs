@@ -34,6 +34,12 @@ pub struct Metrics {
     /// `identity_value_invalid` (an identity header skipped), `regex_limit` (a route
     /// pattern hit the backtracking limit).
     pub hygiene: IntCounterVec,
+    /// Client connection events, by kind: `header_timeout`, `idle_timeout`,
+    /// `body_timeout`, `write_timeout`, `limit_wait` (accepting paused at
+    /// `max_connections`), `accept_error`, `lingering_close`.
+    pub connection_events: IntCounterVec,
+    /// Client connections open now (lingering closes included).
+    pub connections_open: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +119,17 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let connection_events = IntCounterVec::new(
+            Opts::new(
+                "rotagate_connection_events_total",
+                "Client connection events: timeouts, limits, accept errors",
+            ),
+            &["event"],
+        )
+        .expect("static metric definition");
+        let connections_open =
+            IntGauge::new("rotagate_connections_open", "Client connections open now")
+                .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -123,6 +140,8 @@ impl Metrics {
             Box::new(logouts.clone()),
             Box::new(denials.clone()),
             Box::new(hygiene.clone()),
+            Box::new(connection_events.clone()),
+            Box::new(connections_open.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -137,6 +156,8 @@ impl Metrics {
             logouts,
             denials,
             hygiene,
+            connection_events,
+            connections_open,
         }
     }
 

@@ -12,19 +12,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::GetSocketDigest;
 use pingora::protocols::SocketDigest;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admin;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ConnLimits};
+use crate::conn::{
+    self,
+    stream::{ConnCounters, ConnSlot, GuardedStream},
+};
 use crate::proxy::Proxy;
 use crate::state::{Runtime, RuntimeError, Shared};
 
@@ -105,6 +110,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
     let admin_cfg = config.admin.clone();
     let h2c = config.listen.h2c;
     let threads = config.listen.threads;
+    let max_header_bytes = config.listen.max_header_bytes;
     let runtime = Runtime::build(config, 1)?;
     let shared = Arc::new(Shared::new(
         runtime,
@@ -146,10 +152,17 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         None => None,
     };
 
+    let limits = runtime_limits(&shared);
     let mut app = HttpProxy::new(Proxy::new(shared.clone()), Arc::new(ServerConf::default()));
     let mut server_opts = HttpServerOptions::default();
     server_opts.h2c = h2c;
+    // an HTTP/2 connection without streams is idle like a keep-alive one
+    server_opts.h2_idle_timeout = Some(limits.keepalive_timeout);
     app.server_options = Some(server_opts);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
+    h2.max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    app.h2_options = Some(h2);
     app.handle_init_modules();
     let app = Arc::new(app);
 
@@ -162,6 +175,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         listener,
         app,
         workers,
+        AcceptOptions {
+            shared: shared.clone(),
+            counters: ConnCounters::new(&shared.metrics),
+            max_connections: limits.max_connections,
+            h2c,
+        },
         stop_rx,
         opts.drain_timeout,
     ));
@@ -174,44 +193,106 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
     })
 }
 
+/// The connection limits in force now (a reload applies them to new connections).
+fn runtime_limits(shared: &Shared) -> ConnLimits {
+    shared.current().config.listen.limits
+}
+
+/// What the accept loop needs besides the listener.
+struct AcceptOptions {
+    shared: Arc<Shared>,
+    counters: Arc<ConnCounters>,
+    max_connections: usize,
+    h2c: bool,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<HttpProxy<Proxy>>,
     workers: &'static pingora_runtime::Runtime,
+    opts: AcceptOptions,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
     // pingora's own shutdown watch: true tells sessions not to keep connections alive
     let (pingora_shutdown_tx, pingora_shutdown) = watch::channel(false);
     let mut conns = JoinSet::new();
-    loop {
+    // one permit per open connection; without one we stop accepting and new
+    // connections wait in the kernel's backlog (listen.max_connections)
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let counters = opts.counters;
+    let mut backoff: Option<Duration> = None;
+    'accept: loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                counters.limit_wait.inc();
+                loop {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => break 'accept, // closed: cannot happen while we hold it
+                        },
+                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                        changed = stop.changed() => {
+                            if changed.is_err() || *stop.borrow() {
+                                break 'accept;
+                            }
+                        }
+                    }
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
-                let (tcp, _peer) = match accepted {
-                    Ok(c) => c,
+                let tcp = match accepted {
+                    Ok((tcp, _peer)) => {
+                        backoff = None;
+                        tcp
+                    }
                     Err(e) => {
-                        // EMFILE and friends: log and keep accepting rather than die
-                        tracing::warn!(error = %e, "accept failed");
+                        counters.accept_error.inc();
+                        let Some(pause) = conn::accept_backoff(e.kind(), backoff) else {
+                            continue;
+                        };
+                        if backoff.is_none() {
+                            // once per episode: EMFILE would otherwise log in a loop
+                            tracing::warn!(error = %e, "accept failed; pausing accepts until it clears");
+                        }
+                        backoff = Some(pause);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            changed = stop.changed() => {
+                                if changed.is_err() || *stop.borrow() {
+                                    break 'accept;
+                                }
+                            }
+                        }
                         continue;
                     }
                 };
                 let _ = tcp.set_nodelay(true);
+                let slot = ConnSlot::new(permit, counters.clone());
+                let limits = runtime_limits(&opts.shared);
                 let app = app.clone();
                 let shutdown = pingora_shutdown.clone();
+                let h2c = opts.h2c;
                 // re-register the socket with the worker's own reactor, so its I/O is
                 // driven on the thread that serves it
                 let Ok(std_tcp) = tcp.into_std() else { continue };
                 conns.spawn_on(async move {
                     let Ok(tcp) = tokio::net::TcpStream::from_std(std_tcp) else { return };
-                    let Some((tcp, mut head)) = screen_first_request_line(tcp).await else { return };
-                    crate::hygiene::pad_for_h2c_peek(&mut head);
                     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-                    let mut stream = L4Stream::from(tcp);
-                    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-                    stream.rewind(&head);
-                    let mut next = app.process_new(Box::new(stream), &shutdown).await;
-                    while let Some(s) = next {
-                        next = app.process_new(s, &shutdown).await;
+                    let mut l4 = L4Stream::from(tcp);
+                    l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+                    let mut stream = GuardedStream::new(l4, limits, slot);
+                    match screen_first_request_line(&mut stream).await {
+                        Some(Opening::H2) if h2c => {
+                            stream.set_busy();
+                            let _ = app.process_new(Box::new(stream), &shutdown).await;
+                        }
+                        Some(_) => serve_http1(&app, stream, &shutdown, &limits).await,
+                        None => {}
                     }
                 }, workers.get_handle());
             }
@@ -240,50 +321,105 @@ async fn accept_loop(
     }
 }
 
-/// Longest wait for a new connection's first request line before pingora takes over.
-const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Serves the HTTP/1 requests of one connection in order, as pingora's own
+/// `ServerApp::process_new` does, with what it does not do: the idle deadline between
+/// requests, `body_timeout` on every request (pingora resets it to 60 s per request),
+/// and pipelining (RFC 9112 §9.3.2: requests a client sends before reading the previous
+/// answer are answered one after another, in order; without it pingora answers the
+/// first, drops the rest and closes).
+async fn serve_http1(
+    app: &Arc<HttpProxy<Proxy>>,
+    stream: GuardedStream,
+    shutdown: &watch::Receiver<bool>,
+    limits: &ConnLimits,
+) {
+    let mut session = ServerSession::new_http1(Box::new(stream));
+    // our stream times header reads; pingora's per-read keep-alive timer is not needed
+    session.set_keepalive(if *shutdown.borrow() { None } else { Some(0) });
+    session.set_pipelining_enabled(true);
+    let mut next = serve_one(app, session, shutdown, limits).await;
+    while let Some(reused) = next {
+        let (stream, settings) = reused.consume();
+        // the stream is the one we made: take it back to start its idle deadline
+        let Ok(mut stream) = stream.into_any().downcast::<GuardedStream>() else {
+            return;
+        };
+        stream.set_idle();
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            // keep-alive state and pipelined bytes already read
+            settings.apply_to_session(&mut session);
+        }
+        next = serve_one(app, session, shutdown, limits).await;
+    }
+}
 
-/// Answers 400 and closes when a new connection's first request line is malformed
-/// (see [`crate::hygiene::request_line_ok`]). Otherwise returns the socket with the
-/// bytes read so far, which the caller rewinds into pingora's stream.
-async fn screen_first_request_line(
-    mut tcp: tokio::net::TcpStream,
-) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
+async fn serve_one(
+    app: &Arc<HttpProxy<Proxy>>,
+    mut session: ServerSession,
+    shutdown: &watch::Receiver<bool>,
+    limits: &ConnLimits,
+) -> Option<pingora::apps::ReusedHttpStream> {
+    session.set_read_timeout(Some(limits.body_timeout));
+    session.set_write_timeout(Some(limits.body_timeout));
+    app.process_new_http(session, shutdown).await
+}
+
+/// How a connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// An HTTP/1 request line.
+    Http1,
+    /// The HTTP/2 connection preface (h2c with prior knowledge).
+    H2,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a new connection's first request line (under its header deadline) and answers
+/// 400 and closes when it is malformed (see [`crate::hygiene::request_line_ok`]).
+/// Otherwise the bytes read are put back for pingora, and the opening is returned; an
+/// HTTP/2 preface is read whole first, so that pingora's peek for it cannot wait.
+/// `None` when the connection is done (closed, timed out, or answered).
+async fn screen_first_request_line(stream: &mut GuardedStream) -> Option<Opening> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const MAX: usize = 4096;
     let mut buf = Vec::with_capacity(1024);
-    let verdict = tokio::time::timeout(FIRST_LINE_TIMEOUT, async {
-        loop {
-            let mut chunk = [0u8; 1024];
-            let room = (MAX - buf.len()).min(chunk.len());
-            let n = tcp.read(&mut chunk[..room]).await.ok()?;
-            if n == 0 {
-                return None; // closed before a whole line
+    let mut chunk = [0u8; 1024];
+    let opening = loop {
+        let room = (MAX - buf.len()).min(chunk.len());
+        // a header deadline that passes fails the read: the connection is closed
+        let n = stream.read(&mut chunk[..room]).await.ok()?;
+        if n == 0 {
+            return None; // closed before a whole line
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
+            if buf.len() >= H2_PREFACE.len() {
+                break Opening::H2;
             }
-            buf.extend_from_slice(&chunk[..n]);
-            match crate::hygiene::request_line_ok(&buf) {
-                Some(ok) => return Some(ok),
-                // a line longer than we look at: let pingora judge it
-                None if buf.len() >= MAX => return Some(true),
-                None => {}
+            continue;
+        }
+        match crate::hygiene::request_line_ok(&buf) {
+            Some(true) => break Opening::Http1,
+            // a line longer than we look at: let pingora judge it
+            None if buf.len() >= MAX => break Opening::Http1,
+            None => {}
+            Some(false) => {
+                let body = b"bad request: malformed request line\n";
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+                let _ = stream.flush().await;
+                // dropping the stream closes it the lingering way
+                return None;
             }
         }
-    })
-    .await;
-    match verdict {
-        // on timeout pingora gets the partial line and applies its own timeouts
-        Ok(Some(true)) | Err(_) => Some((tcp, buf)),
-        Ok(None) => None,
-        Ok(Some(false)) => {
-            let body = b"bad request: malformed request line\n";
-            let head = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = tcp.write_all(head.as_bytes()).await;
-            let _ = tcp.write_all(body).await;
-            let _ = tcp.shutdown().await;
-            None
-        }
-    }
+    };
+    stream.rewind(&buf);
+    Some(opening)
 }

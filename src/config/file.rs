@@ -62,6 +62,17 @@ pub struct ListenFile {
     pub path_strictness: Option<S>,
     /// `case_insensitive_paths`.
     pub case_insensitive_paths: Option<bool>,
+    // connection limits (issue 9, point 18)
+    /// `header_timeout`.
+    pub header_timeout: Option<S>,
+    /// `keepalive_timeout`.
+    pub keepalive_timeout: Option<S>,
+    /// `body_timeout`.
+    pub body_timeout: Option<S>,
+    /// `max_connections`.
+    pub max_connections: Option<Spanned<i64>>,
+    /// `h2_max_concurrent_streams`.
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 /// `[upstream]`.

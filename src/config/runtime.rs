@@ -15,6 +15,17 @@ use crate::secret::Secret;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default limit of a request header block, in bytes (larger → 431).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default limit for reading one request's whole header block, from its first byte
+/// (from the connection's accept for its first request).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit for an idle keep-alive connection between two requests.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit between two reads of a request body (and two writes of a response).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit of client connections served at once; more wait in the accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default limit of concurrent HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Default upstream connect timeout (→ 502 when exceeded).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default upstream read timeout (→ 504 when exceeded).
@@ -78,6 +89,39 @@ pub struct Listen {
     /// letter case, for apps that serve paths case-insensitively (IIS, Express with
     /// its default router).
     pub case_insensitive_paths: bool,
+    /// Time limits and counts that keep slow or greedy clients from holding the proxy.
+    pub limits: ConnLimits,
+}
+
+/// `[listen]` connection limits (DESIGN §10 "bounded work per request").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// `header_timeout` (default [`DEFAULT_HEADER_TIMEOUT`]): one request's whole header
+    /// block, counted from its first byte.
+    pub header_timeout: Duration,
+    /// `keepalive_timeout` (default [`DEFAULT_KEEPALIVE_TIMEOUT`]): idle time between
+    /// requests (HTTP/1) or without streams (HTTP/2).
+    pub keepalive_timeout: Duration,
+    /// `body_timeout` (default [`DEFAULT_BODY_TIMEOUT`]): between two body reads from,
+    /// or two writes to, the client.
+    pub body_timeout: Duration,
+    /// `max_connections` (default [`DEFAULT_MAX_CONNECTIONS`]); read at start only.
+    pub max_connections: usize,
+    /// `h2_max_concurrent_streams` (default [`DEFAULT_H2_MAX_CONCURRENT_STREAMS`]); read at
+    /// start only.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+        }
+    }
 }
 
 pub use crate::matcher::path::Strictness as PathStrictness;

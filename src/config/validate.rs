@@ -258,6 +258,7 @@ pub(super) fn validate(
         }
     };
     let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
+    let limits = conn_limits(&mut cx, &f.listen);
 
     // [upstream]
     let up = &f.upstream;
@@ -514,6 +515,7 @@ pub(super) fn validate(
             allowed_hosts,
             path_strictness,
             case_insensitive_paths,
+            limits,
         },
         upstream,
         admin,
@@ -526,6 +528,56 @@ pub(super) fn validate(
         identity,
         warnings,
     })
+}
+
+/// `[listen]` connection limits: timeouts must be positive, counts within sane bounds.
+fn conn_limits(cx: &mut Ctx<'_>, l: &file::ListenFile) -> ConnLimits {
+    let d = ConnLimits::default();
+    let positive = |cx: &mut Ctx<'_>, v: &Option<S>, default: Duration| {
+        let got = cx.duration(v, default);
+        match v {
+            Some(s) if got.is_zero() => {
+                cx.bad_at(
+                    s,
+                    format!("expected a duration above zero, found {:?}", s.get_ref()),
+                );
+                default
+            }
+            _ => got,
+        }
+    };
+    let header_timeout = positive(cx, &l.header_timeout, d.header_timeout);
+    let keepalive_timeout = positive(cx, &l.keepalive_timeout, d.keepalive_timeout);
+    let body_timeout = positive(cx, &l.body_timeout, d.body_timeout);
+    let count = |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, max: i64, default: i64| match v {
+        None => default,
+        Some(n) if (1..=max).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            cx.bad_at(
+                n,
+                format!(
+                    "expected a count between 1 and {max}, found {}",
+                    n.get_ref()
+                ),
+            );
+            default
+        }
+    };
+    let max_connections =
+        count(cx, &l.max_connections, 1_000_000, d.max_connections as i64) as usize;
+    let h2_max_concurrent_streams = count(
+        cx,
+        &l.h2_max_concurrent_streams,
+        10_000,
+        i64::from(d.h2_max_concurrent_streams),
+    ) as u32;
+    ConnLimits {
+        header_timeout,
+        keepalive_timeout,
+        body_timeout,
+        max_connections,
+        h2_max_concurrent_streams,
+    }
 }
 
 fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> Option<Session> {

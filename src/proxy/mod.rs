@@ -92,6 +92,47 @@ impl Ctx {
 
 use respond::respond_text;
 
+impl Proxy {
+    /// The one log line of a failed request (pingora's own are suppressed): the error's
+    /// kind and side, the route and the path without its query. Never the error's
+    /// context text, which may carry raw request or response bytes. Clients that went
+    /// away are normal traffic (debug); timeouts of theirs are counted.
+    fn log_failure(&self, e: &Error, code: u16, ctx: &Ctx) {
+        let downstream = e.esource() == &ErrorSource::Downstream;
+        let event = match e.etype() {
+            ErrorType::ReadTimedout if downstream => Some("body_timeout"),
+            ErrorType::WriteTimedout if downstream => Some("write_timeout"),
+            _ => None,
+        };
+        if let Some(ev) = event {
+            self.shared
+                .metrics
+                .connection_events
+                .with_label_values(&[ev])
+                .inc();
+        }
+        let (route, path) = (ctx.route_name(), ctx.log_path.as_str());
+        let (error, source) = (e.etype().as_str(), e.esource().as_str());
+        match e.esource() {
+            ErrorSource::Downstream => tracing::debug!(
+                target: "rotagate::proxy",
+                route, path, error, source, status = code,
+                "client side of the request failed"
+            ),
+            ErrorSource::Upstream => tracing::warn!(
+                target: "rotagate::proxy",
+                route, path, error, source, status = code,
+                "upstream request failed"
+            ),
+            _ => tracing::error!(
+                target: "rotagate::proxy",
+                route, path, error, source, status = code,
+                "request failed"
+            ),
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -107,6 +148,13 @@ impl ProxyHttp for Proxy {
             body: None,
             host: None,
         }
+    }
+
+    /// The first hook after a request's header block was read: its header deadline
+    /// ends here (the connection's `body_timeout` governs from now on).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::conn::stream::header_done(session);
+        Ok(())
     }
 
     /// Hygiene, normalisation and route matching. Answers directly (and returns
@@ -155,19 +203,44 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
-    /// A client that hangs up mid-request is normal traffic, not an error worth a log
-    /// line at error level.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        e.esource() == &ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    /// pingora's own error lines print the request's query (`request_summary`) and the
+    /// error's context, which for an unparsable upstream answer is its raw header bytes
+    /// (`Set-Cookie` included): they are all suppressed, and [`Self::fail_to_proxy`]
+    /// logs its own line with the error's kind only.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _e: &Error) -> bool {
+        true
+    }
+
+    /// As [`Self::suppress_error_log`], for the attempts pingora retries (a reused
+    /// upstream connection that turned out dead); they are logged at debug level.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+        e: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        tracing::debug!(
+            target: "rotagate::proxy",
+            route = %ctx.route_name(),
+            path = %ctx.log_path,
+            error = e.etype().as_str(),
+            source = e.esource().as_str(),
+            "upstream attempt failed; retrying"
+        );
+        true
+    }
+
+    /// What pingora may print about this request: method and path, never the query.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
     }
 
     /// Maps upstream failures to the answers operators expect: connect problems → 502,
-    /// read timeouts → 504. Nothing rotagate causes itself becomes a logout.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    /// read timeouts → 504; a client whose body stalls past `body_timeout` gets 408.
+    /// Nothing rotagate causes itself becomes a logout.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -179,12 +252,17 @@ impl ProxyHttp for Proxy {
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
+                    ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::WriteTimedout => 0,
                     _ => 400,
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        self.log_failure(e, code, ctx);
         if code > 0 && session.response_written().is_none() {
             let text = StatusCode::from_u16(code)
                 .ok()
@@ -192,7 +270,10 @@ impl ProxyHttp for Proxy {
                 .unwrap_or("error")
                 .to_ascii_lowercase();
             if let Err(err) = respond_text(session, code, &text).await {
-                tracing::debug!(error = %err, "could not send the error response");
+                tracing::debug!(
+                    error = err.etype().as_str(),
+                    "could not send the error response"
+                );
             }
         }
         FailToProxy {

@@ -1,0 +1,384 @@
+//! The client socket as pingora sees it: pingora's own L4 stream, wrapped so that the
+//! header and idle deadlines of [`super::Phase`] hold on every read, and so that the
+//! connection is closed the gentle way (shut down, drain briefly, close) and frees its
+//! `max_connections` slot only when the socket is really gone.
+//!
+//! NOTE: pingora 0.9 times each header *read* (its keep-alive timeout, or none at all
+//! after a first HTTP/1.1 request: `KeepaliveStatus::Infinite`), never a whole header
+//! block, so a client dribbling one header byte at a time holds a connection for as long
+//! as it likes. The deadline has to live under pingora, in the stream it reads from.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::proxy::Session;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+use super::{deadline, Phase, LINGER};
+use crate::config::ConnLimits;
+use crate::metrics::Metrics;
+
+/// The connection counters, resolved once at start so a connection only bumps atomics.
+#[derive(Debug)]
+pub struct ConnCounters {
+    /// Header blocks not complete within `header_timeout`.
+    pub header_timeout: IntCounter,
+    /// Keep-alive connections idle past `keepalive_timeout`.
+    pub idle_timeout: IntCounter,
+    /// Closes that drained the client's unread bytes first.
+    pub lingering_close: IntCounter,
+    /// Times the accept loop paused at `max_connections`.
+    pub limit_wait: IntCounter,
+    /// Failed `accept` calls.
+    pub accept_error: IntCounter,
+    /// Connections open now.
+    pub open: IntGauge,
+}
+
+impl ConnCounters {
+    /// The counters of `m`.
+    pub fn new(m: &Metrics) -> Arc<ConnCounters> {
+        let ev = |e: &str| m.connection_events.with_label_values(&[e]);
+        Arc::new(ConnCounters {
+            header_timeout: ev("header_timeout"),
+            idle_timeout: ev("idle_timeout"),
+            lingering_close: ev("lingering_close"),
+            limit_wait: ev("limit_wait"),
+            accept_error: ev("accept_error"),
+            open: m.connections_open.clone(),
+        })
+    }
+}
+
+/// One `max_connections` slot, held for as long as the socket is open.
+#[derive(Debug)]
+pub struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<ConnCounters>,
+}
+
+impl ConnSlot {
+    /// Takes `permit` for one connection and counts it as open.
+    pub fn new(permit: OwnedSemaphorePermit, counters: Arc<ConnCounters>) -> ConnSlot {
+        counters.open.inc();
+        ConnSlot {
+            _permit: permit,
+            counters,
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.counters.open.dec();
+    }
+}
+
+/// A client connection with deadlines (see the module docs).
+#[derive(Debug)]
+pub struct GuardedStream {
+    /// `None` only once `Drop` has handed the socket to the lingering close.
+    inner: Option<L4Stream>,
+    /// A [`Phase`]; atomic because the request hook marks the header block done
+    /// through a shared reference (`Session::stream`).
+    phase: AtomicU8,
+    /// When the current timed phase began.
+    since: Instant,
+    limits: ConnLimits,
+    /// Wakes the connection at its deadline while a read is pending; made on first need.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Set once a deadline has fired: the phase it fired in.
+    expired: Option<Phase>,
+    /// The client closed its side: nothing unread can be left, no lingering needed.
+    eof: bool,
+    slot: Option<ConnSlot>,
+}
+
+impl GuardedStream {
+    /// Wraps a freshly accepted connection: its first request's header block is due
+    /// `limits.header_timeout` after now.
+    pub fn new(inner: L4Stream, limits: ConnLimits, slot: ConnSlot) -> GuardedStream {
+        GuardedStream {
+            inner: Some(inner),
+            phase: AtomicU8::new(Phase::Header.as_u8()),
+            since: Instant::now(),
+            limits,
+            timer: None,
+            expired: None,
+            eof: false,
+            slot: Some(slot),
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn set_phase(&mut self, p: Phase) {
+        self.phase.store(p.as_u8(), Ordering::Relaxed);
+        self.since = Instant::now();
+    }
+
+    /// A request is done and the connection is kept alive: the idle deadline starts.
+    pub fn set_idle(&mut self) {
+        self.set_phase(Phase::Idle);
+    }
+
+    /// The connection is handed to a protocol with its own timeouts (HTTP/2).
+    pub fn set_busy(&mut self) {
+        self.set_phase(Phase::Busy);
+    }
+
+    /// The request's header block has been read: its deadline no longer applies.
+    pub fn header_done(&self) {
+        self.phase.store(Phase::Busy.as_u8(), Ordering::Relaxed);
+    }
+
+    /// Puts bytes already read back in front of the stream (pingora parses them first).
+    pub fn rewind(&mut self, data: &[u8]) {
+        if let Some(s) = self.inner.as_mut() {
+            s.rewind(data);
+        }
+    }
+
+    fn expire(&mut self, phase: Phase) -> Poll<io::Result<()>> {
+        if self.expired.is_none() {
+            self.expired = Some(phase);
+            if let Some(slot) = &self.slot {
+                match phase {
+                    Phase::Header => slot.counters.header_timeout.inc(),
+                    Phase::Idle => slot.counters.idle_timeout.inc(),
+                    Phase::Busy => {}
+                }
+            }
+        }
+        match phase {
+            // an idle connection simply ends: pingora sees a clean close before a request
+            Phase::Idle => Poll::Ready(Ok(())),
+            _ => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request header timeout",
+            ))),
+        }
+    }
+}
+
+/// Marks the request header block of `session` as read (called from the first request
+/// hook): from here on pingora's per-read `body_timeout` governs the connection.
+pub fn header_done(session: &Session) {
+    if let Some(g) = session
+        .downstream_session
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
+    {
+        g.header_done();
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(phase) = this.expired {
+            return this.expire(phase);
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let before = buf.filled().len();
+        match Pin::new(inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let phase = this.phase();
+                    if phase.on_bytes() != phase {
+                        this.set_phase(phase.on_bytes());
+                    }
+                } else if buf.remaining() > 0 {
+                    this.eof = true;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        let phase = this.phase();
+        let Some(due) = deadline(phase, this.since, &this.limits) else {
+            return Poll::Pending;
+        };
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.expire(phase)
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(s) => Pin::new(s).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(s) => Pin::new(s).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(s) => Pin::new(s).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.inner.as_mut() {
+            Shutdown::shutdown(s).await;
+        }
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.as_ref().map_or(-1, |s| s.id())
+    }
+}
+
+impl Ssl for GuardedStream {}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner
+            .as_ref()
+            .map(|s| s.get_timing_digest())
+            .unwrap_or_default()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_read_pending_time())
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.get_write_pending_time())
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_proxy_digest())
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        if let Some(s) = self.inner.as_mut() {
+            s.set_proxy_digest(digest);
+        }
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.as_ref().and_then(|s| s.get_socket_digest())
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        if let Some(s) = self.inner.as_mut() {
+            s.set_socket_digest(digest);
+        }
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    /// pingora peeks for the HTTP/2 preface; the accept loop has already read it (under
+    /// the header deadline) and rewound it, so this never waits on the client.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        match self.inner.as_mut() {
+            Some(s) => s.try_peek(buf).await,
+            None => Ok(false),
+        }
+    }
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        let (Some(inner), slot) = (self.inner.take(), self.slot.take()) else {
+            return;
+        };
+        // after the client's FIN nothing can be left unread; after a deadline there is
+        // no answer to protect: close at once
+        if self.eof || self.expired.is_some() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if let Some(s) = &slot {
+                s.counters.lingering_close.inc();
+            }
+            rt.spawn(linger(inner, slot));
+        }
+    }
+}
+
+/// The lingering close of RFC 9112 §9.6: shut down our sending side (the client reads
+/// our last answer, then EOF), read and discard what the client still sends for up to
+/// [`LINGER`], then close. The connection's slot is freed only then.
+async fn linger(mut s: L4Stream, slot: Option<ConnSlot>) {
+    let _ = AsyncWriteExt::shutdown(&mut s).await;
+    let until = Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut scratch)).await {
+        if n == 0 {
+            break;
+        }
+    }
+    drop(s);
+    drop(slot);
+}

@@ -99,6 +99,8 @@ async fn start_full(dir: tempfile::TempDir, up: Upstream, text: &str, clock_at: 
     let cfg =
         rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let clock = Arc::new(ManualClock::new(clock_at));
+    // other options keep their defaults (fields may be added to StartOptions)
+    #[allow(clippy::needless_update)]
     let opts = StartOptions {
         clock: clock.clone(),
         config_path: Some(config_path.clone()),
@@ -1331,4 +1333,49 @@ async fn preflights_on_require_routes_carry_no_credentials_and_return_only_cors(
     );
     assert_eq!(h.upstream.count(), 1);
     h.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------
+// The new keys are validated with located errors.
+
+#[test]
+fn new_keys_are_validated() {
+    let parse = |extra: &str| {
+        rotagate::config::parse(
+            &format!("[upstream]\nurl = \"http://127.0.0.1:9\"\n{extra}"),
+            std::path::Path::new("t.toml"),
+        )
+    };
+    let err = parse("[nextjs]\nlocales = [\"en\", \"fr\"]\ndefault_locale = \"de\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.toml:5:")
+            && err.contains("`nextjs.default_locale`")
+            && err.contains("expected one of `locales` (en, fr)"),
+        "{err}"
+    );
+    let err = parse("[nextjs]\ndefault_locale = \"en\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs `locales`"), "{err}");
+    let err = parse("[[route]]\nmatch = { source = \"/x\", locale = true }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("route[0].match.locale") && err.contains("locale = false"),
+        "{err}"
+    );
+    let cfg = parse("[nextjs]\nlocales = [\"fr\", \"en\"]\n").unwrap();
+    assert_eq!(cfg.nextjs.default_locale, "fr");
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.contains("nextjs.default_locale is not set")));
+    let cfg = parse("[nextjs]\nlocales = [\"fr\", \"en\"]\ndefault_locale = \"en\"\n").unwrap();
+    assert_eq!(cfg.nextjs.default_locale, "en");
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let cfg = parse("[csrf]\nallow_same_site = true\n").unwrap();
+    assert!(cfg.csrf.allow_same_site);
+    assert!(!parse("").unwrap().csrf.allow_same_site, "off by default");
 }

@@ -57,6 +57,9 @@ pub struct Ctx {
     logout: Option<LogoutPlan>,
     /// The body that replaces the upstream's after a rewrite (`None` = pass it on).
     body: Option<BodyRewrite>,
+    /// A CORS preflight on a `require` route: forwarded without credentials, and only
+    /// its CORS headers come back.
+    preflight: bool,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -103,6 +106,7 @@ impl ProxyHttp for Proxy {
             session: None,
             logout: None,
             body: None,
+            preflight: false,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Access enforcement glue: CSRF and `require` (decisions in `crate::access`).
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -64,18 +66,20 @@ impl Proxy {
             None => self.form_action(session, cfg).await?,
         };
         let req = session.req_header();
-        // only Server Action requests look past the matched route: the rest pay nothing
-        let host = match action {
-            ActionRequest::None => None,
-            _ => hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers),
-        };
         let nx = &cfg.nextjs;
-        let path = locale::localise(
-            &ctx.log_path,
-            &nx.base_path,
-            &nx.locales,
-            &nx.default_locale,
-        );
+        // only Server Action requests look past the matched route: the rest pay nothing
+        let (host, path) = match action {
+            ActionRequest::None => (None, Cow::Borrowed(ctx.log_path.as_str())),
+            _ => (
+                hygiene::request_host(req.uri.authority().map(|a| a.as_str()), &req.headers),
+                locale::localise(
+                    &ctx.log_path,
+                    &nx.base_path,
+                    &nx.locales,
+                    &nx.default_locale,
+                ),
+            ),
+        };
         let parts = RequestParts {
             method: req.method.as_str(),
             host: host.as_deref(),

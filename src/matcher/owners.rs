@@ -15,7 +15,7 @@ use regex_automata::util::start;
 use regex_automata::{Anchored, MatchKind};
 
 use super::{conditions_ok, host_ok, method_ok, path, pattern, ConditionKind, Re};
-use super::{RequestParts, RuleSet};
+use super::{RequestParts, RuleSet, SourceSpec};
 
 /// One URL segment of an app-router page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct PageShape {
     probes: Vec<String>,
     /// The probes are every URL of the page (it has no dynamic segment).
     exhaustive: bool,
+    /// The literal start of the page's URLs after `base_path`, per locale (with the
+    /// locale, and after it): a rule whose own literal start disagrees cannot match.
+    literals: Vec<(String, String)>,
 }
 
 impl PageShape {
@@ -118,11 +121,56 @@ impl PageShape {
             }
         }
         let exhaustive = segments.iter().all(|s| matches!(s, Segment::Static(_)));
+        let mut body = String::new();
+        for s in segments {
+            match s {
+                Segment::Static(name) => {
+                    body.push('/');
+                    body.push_str(name);
+                }
+                Segment::Dynamic | Segment::CatchAll => {
+                    body.push('/');
+                    break;
+                }
+                Segment::OptionalCatchAll => break,
+            }
+        }
+        let literals = if locales.is_empty() {
+            vec![(body.clone(), body)]
+        } else {
+            locales
+                .iter()
+                .map(|l| (format!("/{l}{body}"), body.clone()))
+                .collect()
+        };
         PageShape {
             regex,
             probes,
             exhaustive,
+            literals,
         }
+    }
+
+    /// False when `source` cannot match any URL of the page because the literal text
+    /// it starts with disagrees with the page's (a quick test before any automaton).
+    fn literal_fits(&self, source: &SourceSpec) -> bool {
+        let src = source.source.as_str();
+        let end = src.find([':', '(', ')', '{', '}', '*', '+', '?', '\\']);
+        let lit = match end {
+            // the `/` before a parameter belongs to it (and may be optional)
+            Some(e) => src[..e].strip_suffix('/').unwrap_or(&src[..e]),
+            None => src,
+        };
+        self.literals.iter().any(|(with_locale, after_locale)| {
+            let page = if source.no_locale {
+                with_locale
+            } else {
+                after_locale
+            };
+            let n = lit.len().min(page.len());
+            // case-insensitively: never refuse what a case-insensitive rule may match
+            lit.as_bytes()[..n].eq_ignore_ascii_case(&page.as_bytes()[..n])
+        })
     }
 
     /// The anchored regex of the page's URL paths (for messages and tests).
@@ -221,23 +269,45 @@ impl OwnerAnalysis<'_> {
     /// The sources of the rules `wanted` accepts whose path pattern matches some URL of
     /// `shape`.
     pub fn matches(&mut self, shape: &PageShape, wanted: &dyn Fn(usize) -> bool) -> ShapeMatches {
+        let rules = self.rules;
         let mut out = ShapeMatches::default();
-        let page = match dfa(&shape.regex) {
-            Ok(d) => d,
-            Err(e) => {
-                for ri in (0..self.rules.rules.len()).filter(|i| wanted(*i)) {
-                    out.undecided
-                        .push((ri, format!("its URL pattern cannot be compiled ({e})")));
-                }
-                return out;
+        // concrete URLs of the page settle most rules at once: the set is exact
+        let mut probe_hits = HashSet::new();
+        for p in &shape.probes {
+            for i in rules.set.matches(p).iter() {
+                probe_hits.insert(rules.set_owner[i]);
             }
-        };
-        for ri in 0..self.rules.rules.len() {
+        }
+        let mut page: Option<Result<Dfa, String>> = None;
+        for ri in 0..rules.rules.len() {
             if !wanted(ri) {
                 continue;
             }
-            for si in 0..self.rules.rules[ri].sources.len() {
-                match self.source_matches(ri, si, &page, shape) {
+            for si in 0..rules.rules[ri].sources.len() {
+                let src = &rules.rules[ri].sources[si];
+                if probe_hits.contains(&(ri, si)) {
+                    out.pairs.push((ri, si));
+                    continue;
+                }
+                if let (true, Some(re)) = (shape.exhaustive, &src.fancy) {
+                    // every URL of the page is a probe: exact
+                    if shape.probes.iter().any(|p| re.is_match(p)) {
+                        out.pairs.push((ri, si));
+                    }
+                    continue;
+                }
+                if shape.exhaustive || !shape.literal_fits(&rules.specs[ri].sources[si]) {
+                    continue;
+                }
+                let page = match page.get_or_insert_with(|| dfa(&shape.regex)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        out.undecided
+                            .push((ri, format!("its URL pattern cannot be compiled ({e})")));
+                        continue;
+                    }
+                };
+                match self.source_matches(ri, si, page, shape) {
                     Ok(true) => out.pairs.push((ri, si)),
                     Ok(false) => {}
                     Err(why) => out.undecided.push((ri, why)),

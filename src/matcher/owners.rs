@@ -637,6 +637,28 @@ mod tests {
     }
 
     #[test]
+    fn locale_false_sources_compare_with_the_locale_in_the_url() {
+        use Segment::*;
+        let opts = NextOptions {
+            base_path: String::new(),
+            locales: vec!["en".into(), "de".into()],
+        };
+        let spec = |s: &str| MatcherSpec {
+            sources: vec![SourceSpec {
+                source: s.to_string(),
+                no_locale: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rules =
+            RuleSet::build(&[spec("/en/legacy/:p*"), spec("/fr/legacy/:p*")], &opts).unwrap();
+        let locales = ["en".to_string(), "de".to_string()];
+        let page = PageShape::new("", &locales, &[Static("legacy".into()), Dynamic]);
+        assert_eq!(owners(&rules, &page), (vec![0], vec![]));
+    }
+
+    #[test]
     fn lookarounds_that_samples_cannot_settle_are_reported() {
         use Segment::*;
         // matches /x/<value> only when the value starts with "zz": no sample does

@@ -497,7 +497,7 @@ fn strip_lookarounds(re: &str) -> String {
 /// End (exclusive) of the atom at `i`: an escape, a character class, or one char.
 fn copy_atom(b: &[u8], i: usize) -> usize {
     match b[i] {
-        b'\\' => (i + 2).min(b.len()),
+        b'\\' => (i + 1 + b.get(i + 1).map_or(0, |c| utf8_len(*c))).min(b.len()),
         b'[' => {
             let mut j = i + 1;
             if b.get(j) == Some(&b'^') {
@@ -507,7 +507,11 @@ fn copy_atom(b: &[u8], i: usize) -> usize {
                 j += 1;
             }
             while j < b.len() && b[j] != b']' {
-                j = if b[j] == b'\\' { j + 2 } else { j + 1 };
+                j = if b[j] == b'\\' {
+                    j + 2
+                } else {
+                    j + utf8_len(b[j])
+                };
             }
             (j + 1).min(b.len())
         }
@@ -681,6 +685,8 @@ mod tests {
         );
         assert_eq!(strip_lookarounds("a[(?!]b\\(?!c"), "a[(?!]b\\(?!c");
         assert_eq!(strip_lookarounds("(?<=x(y))z(?=[)])"), "z");
+        // never a slice inside a character
+        assert_eq!(strip_lookarounds("a\\é[é\\]]b(?!é)"), "a\\é[é\\]]b");
         assert!(literal_negative_lookaheads(
             "^(?:\\/((?!api|_next/static|a\\.b).*))$"
         ));

@@ -2,15 +2,14 @@
 //! a refused request gets for its kind, Server Actions mapped to the routes of the
 //! pages that define them, and CSRF for unsafe methods. Pure functions.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use crate::config::{ClaimPredicate, ClaimTest, Csrf, OnDeny, Origin, Require};
+use crate::actions::{ActionRequest, Lookup};
+use crate::config::{ClaimPredicate, ClaimTest, Config, Csrf, OnDeny, Origin, Require, Route};
 use crate::logout::{Answer, Kind};
-use crate::matcher::{RequestParts, RuleSet};
+use crate::matcher::RequestParts;
 
 /// What a `require` says about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,124 +106,170 @@ pub fn deny_answer(kind: Kind, on_deny: &OnDeny, base_path: &str) -> Answer {
     a
 }
 
-/// CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) carry no
-/// credentials: they are exempt from `require` and CSRF.
+/// A CORS preflight, as the Fetch standard sends one: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`, and no body. Preflights carry no credentials, so
+/// they are exempt from `require` and CSRF; anything else sent as `OPTIONS` is not a
+/// preflight and gets the route's rules.
 pub fn is_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
-    method == http::Method::OPTIONS && headers.contains_key("access-control-request-method")
-}
-
-/// Server Action ids → the routes (indexes) of the pages that define them, from
-/// Next's server-reference manifest. Next runs an action for whatever id is posted to
-/// any page, so the defining page's `require` must follow the action.
-#[derive(Debug, Clone, Default)]
-pub struct ActionIndex {
-    routes: HashMap<String, Vec<usize>>,
-    /// Every route that owns some action (the strictest set for no-JS form posts).
-    all: Vec<usize>,
-}
-
-/// The URL path of a Next app-router entry (`app/(shop)/premium/[id]/page` →
-/// `/premium/_`): route groups and parallel slots dropped, dynamic segments replaced
-/// by a placeholder that any `:param` matches.
-pub fn entry_path(entry: &str) -> String {
-    let e = entry.strip_prefix("app").unwrap_or(entry);
-    let e = e
-        .strip_suffix("/page")
-        .or_else(|| e.strip_suffix("/route"))
-        .unwrap_or(e);
-    let segs: Vec<&str> = e
-        .split('/')
-        .filter(|s| {
-            !s.is_empty() && !(s.starts_with('(') && s.ends_with(')')) && !s.starts_with('@')
-        })
-        .map(|s| if s.starts_with('[') { "_" } else { s })
-        .collect();
-    format!("/{}", segs.join("/"))
-}
-
-impl ActionIndex {
-    /// Maps each action's defining pages to the routes that match them.
-    pub fn build(actions: &[(String, Vec<String>)], rules: &RuleSet) -> ActionIndex {
-        let headers = HeaderMap::new();
-        let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut all = Vec::new();
-        for (id, workers) in actions {
-            let mut rs: Vec<usize> = workers
-                .iter()
-                .filter_map(|w| {
-                    let path = entry_path(w);
-                    rules.first_match(&RequestParts {
-                        method: "POST",
-                        host: None,
-                        path: &path,
-                        query: None,
-                        headers: &headers,
-                    })
-                })
-                .collect();
-            rs.sort_unstable();
-            rs.dedup();
-            all.extend(rs.iter().copied());
-            routes.insert(id.clone(), rs);
-        }
-        all.sort_unstable();
-        all.dedup();
-        ActionIndex { routes, all }
-    }
-
-    /// The routes owning action `id`; `None` when the manifest does not list it.
-    pub fn routes_of(&self, id: &str) -> Option<&[usize]> {
-        self.routes.get(id).map(Vec::as_slice)
-    }
-
-    /// Every route that owns an action.
-    pub fn all_routes(&self) -> &[usize] {
-        &self.all
-    }
-
-    /// True when no manifest was loaded.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-}
-
-/// A POST that may be a Server Action submitted without JavaScript: a form body
-/// (`multipart/form-data` or urlencoded) without a `Next-Action` header, where Next
-/// reads the id from a `$ACTION_ID_<id>` field.
-pub fn may_be_form_action(method: &http::Method, headers: &HeaderMap) -> bool {
-    method == http::Method::POST
-        && !headers.contains_key("next-action")
+    method == http::Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key("access-control-request-method")
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
         && headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                let ct = ct.to_ascii_lowercase();
-                ct.starts_with("multipart/form-data")
-                    || ct.starts_with("application/x-www-form-urlencoded")
-            })
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| v.as_bytes().trim_ascii() == b"0")
 }
 
-/// CSRF verdict for an unsafe request: `Sec-Fetch-Site` must be `same-origin` or
-/// `same-site`; without it, `Origin` must be the public origin (or, when none is
-/// configured, the request's own host) or an allowed origin; with neither header
-/// (non-browser clients) the request passes unless `require_origin` is set.
+/// The response headers a preflight on a `require` route may carry back: the
+/// status line aside, only CORS (`Access-Control-*`) and `Vary` — never the app's
+/// cookies, body or other headers, which a preflight's anonymous caller must not see.
+pub fn kept_on_preflight(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    n == "vary" || n.starts_with("access-control-")
+}
+
+pub use crate::actions::ActionIndex;
+
+/// The routes whose `require` applies to a request, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// Route indexes, ascending; each route has a `require`.
+    pub routes: Vec<usize>,
+    /// Why the strictest action rule was applied, when it was.
+    pub fallback: Option<String>,
+    /// A Server Action id the manifest does not list, with `unknown_actions = "deny"`.
+    pub unknown_action: bool,
+}
+
+/// The requirements of a request (DESIGN §6, §10 "every requirement that applies"):
+/// the matched route's `require`; and for a Server Action request, the `require` of
+/// every route whose match fits the request (a `bypass` route first in file order
+/// exempts nothing) and of the routes owning the action's defining pages, judged on
+/// this request as if it had been posted to that page. An action whose owner cannot be
+/// resolved, or whose id cannot be read, gets the strictest action rule as well.
+/// A form action's id is matched as if it had come in a `Next-Action` header, so
+/// rules written for that header hold for no-JS forms too.
+pub fn requirements(
+    cfg: &Config,
+    index: &ActionIndex,
+    route: Option<usize>,
+    req: &RequestParts<'_>,
+    action: &ActionRequest,
+) -> Requirements {
+    let has_require = |i: &usize| {
+        cfg.routes
+            .get(*i)
+            .is_some_and(|r| r.handles_sessions() && r.require.is_some())
+    };
+    let mut out = Requirements::default();
+    out.routes.extend(route.filter(has_require));
+    match action {
+        ActionRequest::None => {}
+        ActionRequest::Unreadable(why) => {
+            out.routes.extend(cfg.rules.all_matches(req));
+            out.fallback = Some(format!("the request carries {why}"));
+        }
+        ActionRequest::Ids(ids) => {
+            for id in ids {
+                let sent = req
+                    .headers
+                    .get("next-action")
+                    .is_some_and(|v| v.as_bytes().trim_ascii() == id.as_bytes());
+                let virtual_headers;
+                let parts = if sent {
+                    *req
+                } else {
+                    virtual_headers = with_action_header(req.headers, id);
+                    RequestParts {
+                        headers: &virtual_headers,
+                        ..*req
+                    }
+                };
+                out.routes.extend(cfg.rules.all_matches(&parts));
+                match index.lookup(id) {
+                    Lookup::Unknown if index.is_empty() => {}
+                    Lookup::Unknown if cfg.nextjs.deny_unknown_actions => out.unknown_action = true,
+                    Lookup::Unknown => {
+                        out.fallback.get_or_insert_with(|| {
+                            format!("Server Action {id} is not in the manifest")
+                        });
+                    }
+                    Lookup::Owned(pairs) => out
+                        .routes
+                        .extend(crate::actions::owners_for(&cfg.rules, pairs, &parts)),
+                    Lookup::FellBack(why) => {
+                        out.fallback
+                            .get_or_insert_with(|| format!("Server Action {id}: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    if out.fallback.is_some() {
+        out.routes.extend_from_slice(index.strictest());
+    }
+    out.routes.retain(has_require);
+    out.routes.sort_unstable();
+    out.routes.dedup();
+    out
+}
+
+/// A copy of `headers` whose `Next-Action` is `id` (for judging a form action).
+fn with_action_header(headers: &HeaderMap, id: &str) -> HeaderMap {
+    let mut h = headers.clone();
+    match http::HeaderValue::from_str(id) {
+        Ok(v) => {
+            h.insert("next-action", v);
+        }
+        // an id no header can carry matches no header rule
+        Err(_) => {
+            h.remove("next-action");
+        }
+    }
+    h
+}
+
+/// The first route, in file order, whose `require` the claims fail, and how.
+pub fn first_failure(
+    routes: &[Route],
+    requirements: &[usize],
+    claims: Option<&Map<String, Value>>,
+) -> Option<(usize, Verdict)> {
+    requirements.iter().find_map(|&i| {
+        let r = routes.get(i)?.require.as_ref()?;
+        match evaluate([r], claims) {
+            Verdict::Allow => None,
+            v => Some((i, v)),
+        }
+    })
+}
+
+/// CSRF verdict for an unsafe request (or a WebSocket upgrade): `Sec-Fetch-Site:
+/// same-origin` passes, `same-site` too when `allow_same_site`; any other value, or
+/// none, falls back to `Origin`, which must be the public origin (or, when none is
+/// configured, the request's own host) or an allowed origin. A browser that sends
+/// `Sec-Fetch-Site` but no `Origin` is refused; with neither header (non-browser
+/// clients) the request passes unless `require_origin` is set.
 pub fn csrf_ok(
     headers: &HeaderMap,
     public_origin: Option<&Origin>,
     host: Option<&str>,
     cfg: &Csrf,
 ) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return matches!(
-            site.trim().to_ascii_lowercase().as_str(),
-            "same-origin" | "same-site"
-        );
+    let site = headers
+        .get("sec-fetch-site")
+        .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase());
+    match site.as_deref() {
+        Some(b"same-origin") => return true,
+        Some(b"same-site") if cfg.allow_same_site => return true,
+        _ => {}
     }
     let Some(origin) = headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     else {
-        return !cfg.require_origin;
+        return site.is_none() && !cfg.require_origin;
     };
     let origin = origin.trim().to_ascii_lowercase();
     if cfg.allowed_origins.iter().any(|o| o.serialize() == origin) {
@@ -350,18 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn entry_paths() {
-        assert_eq!(entry_path("app/premium/page"), "/premium");
-        assert_eq!(entry_path("app/(shop)/premium/[id]/page"), "/premium/_");
-        assert_eq!(entry_path("app/page"), "/");
-        assert_eq!(
-            entry_path("app/@modal/(.)photo/[...slug]/page"),
-            "/(.)photo/_"
-        );
-        assert_eq!(entry_path("app/api/things/route"), "/api/things");
-    }
-
-    #[test]
     fn deny_answers_by_kind() {
         let r = OnDeny::Redirect("/pricing".into());
         assert_eq!(deny_answer(Kind::Navigation, &r, "").status, 303);
@@ -401,14 +434,31 @@ mod tests {
             None,
             &cfg
         ));
-        assert!(!csrf_ok(
-            &h(&[
-                ("sec-fetch-site", "cross-site"),
-                ("origin", "https://app.example.com")
-            ]),
+        // any Sec-Fetch-Site but same-origin falls back to the Origin check
+        for site in ["cross-site", "same-site", "none"] {
+            assert!(
+                !csrf_ok(
+                    &h(&[("sec-fetch-site", site), ("origin", "https://evil.example")]),
+                    Some(&origin),
+                    None,
+                    &cfg
+                ),
+                "{site}"
+            );
+            assert!(
+                !csrf_ok(&h(&[("sec-fetch-site", site)]), Some(&origin), None, &cfg),
+                "{site} without Origin"
+            );
+        }
+        let same_site = Csrf {
+            allow_same_site: true,
+            ..Default::default()
+        };
+        assert!(csrf_ok(
+            &h(&[("sec-fetch-site", "Same-Site")]),
             Some(&origin),
             None,
-            &cfg
+            &same_site
         ));
         assert!(csrf_ok(
             &h(&[("origin", "https://app.example.com")]),
@@ -456,7 +506,7 @@ mod tests {
                 host: "admin.example.com".into(),
                 port: None,
             }],
-            require_origin: false,
+            ..Default::default()
         };
         assert!(csrf_ok(
             &h(&[("origin", "https://admin.example.com")]),
@@ -464,5 +514,39 @@ mod tests {
             None,
             &allowed
         ));
+        assert!(csrf_ok(
+            &h(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://admin.example.com")
+            ]),
+            Some(&origin),
+            None,
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn preflights_are_bodiless_options_with_origin_and_method() {
+        let o = http::Method::OPTIONS;
+        let pre = [
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        assert!(is_preflight(&o, &h(&pre)));
+        assert!(!is_preflight(&http::Method::GET, &h(&pre)));
+        assert!(!is_preflight(
+            &o,
+            &h(&[("access-control-request-method", "POST")])
+        ));
+        let mut with_body = pre.to_vec();
+        with_body.push(("content-length", "5"));
+        assert!(!is_preflight(&o, &h(&with_body)));
+        let mut chunked = pre.to_vec();
+        chunked.push(("transfer-encoding", "chunked"));
+        assert!(!is_preflight(&o, &h(&chunked)));
+        assert!(kept_on_preflight(&http::HeaderName::from_static(
+            "access-control-allow-origin"
+        )));
+        assert!(!kept_on_preflight(&http::header::SET_COOKIE));
     }
 }

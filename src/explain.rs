@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::access::{self, ActionIndex, Verdict};
+use crate::access::{self, Verdict};
+use crate::actions::{self, ActionRequest, FormLook, Lookup};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClaimPredicate, ClaimTest, Config, OnDeny, Require};
 use crate::hygiene;
-use crate::matcher::{path, RequestParts};
+use crate::matcher::{locale, path, RequestParts};
 use crate::session::{Outcome, SessionEngine};
 
 /// A request described on the command line.
@@ -98,15 +99,22 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
         );
     }
     let normalised = normalised.matching().to_string();
+    let nx = &cfg.nextjs;
+    let match_path = locale::localise(&normalised, &nx.base_path, &nx.locales, &nx.default_locale);
+    if *match_path != *normalised {
+        let _ = writeln!(
+            out,
+            "path matched as {match_path} (no locale in it: the default locale is added, as Next does)"
+        );
+    }
     let parts = RequestParts {
         method: &method,
         host: host.as_ref().map(|h| h.name.as_str()),
-        path: &normalised,
+        path: &match_path,
         query: query.as_deref(),
         headers: &headers,
     };
     let first = cfg.rules.first_match(&parts);
-    let headers = headers.clone();
     for report in cfg.rules.explain(&parts) {
         let name = cfg.routes.get(report.rule).map_or("?", |r| r.name.as_str());
         let verdict = if Some(report.rule) == first {
@@ -138,46 +146,66 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
             let _ = writeln!(out, "=> {method} {normalised} matches no rule: proxied with hygiene only, no session work");
         }
     }
-    explain_access(cfg, first, &headers, &mut out);
+    explain_access(cfg, first, &parts, &mut out);
     Ok(out)
 }
 
-/// The requirements that apply (the route's own and a posted Server Action's) and,
-/// when the request carries a session cookie, whether it would pass them. Never prints
-/// a token, a secret or the manifest's key.
-fn explain_access(cfg: &Config, route: Option<usize>, headers: &HeaderMap, out: &mut String) {
-    let mut owners: Vec<usize> = route
-        .filter(|i| {
-            cfg.routes
-                .get(*i)
-                .is_some_and(|r| r.handles_sessions() && r.require.is_some())
-        })
-        .into_iter()
-        .collect();
-    if let Some(id) = headers.get("next-action").and_then(|v| v.to_str().ok()) {
-        let index = ActionIndex::build(&cfg.nextjs.actions, &cfg.rules);
-        match index.routes_of(id.trim()) {
-            Some(rs) => {
-                for r in rs {
-                    let name = cfg.routes.get(*r).map_or("?", |x| x.name.as_str());
-                    let _ = writeln!(out, "Server Action {} is defined by a page of route[{r}] \"{name}\": its requirements apply here too", id.trim());
-                    owners.push(*r);
+/// The requirements that apply (the route's own; for a Server Action, those of every
+/// matching route and of the action's owners) and, when the request carries a session
+/// cookie, whether it would pass them. Never prints a token, a secret or the
+/// manifest's key.
+fn explain_access(cfg: &Config, route: Option<usize>, parts: &RequestParts<'_>, out: &mut String) {
+    let headers = parts.headers;
+    let method = http::Method::from_bytes(parts.method.as_bytes()).unwrap_or(http::Method::GET);
+    let index = &cfg.nextjs.action_index;
+    let action = match actions::header_action(&method, headers) {
+        Some(a) => a,
+        None => {
+            if actions::form_look(&method, headers) != FormLook::NotForm {
+                let _ = writeln!(out, "a form post: if its body names a Server Action ($ACTION_ID_…), that action's requirements apply too (explain cannot see the body)");
+            }
+            ActionRequest::None
+        }
+    };
+    if let ActionRequest::Ids(ids) = &action {
+        for id in ids {
+            match index.lookup(id) {
+                Lookup::Unknown if index.is_empty() => {
+                    let _ = writeln!(out, "Server Action {id}: no manifest is loaded, so only rules that match the request apply");
+                }
+                Lookup::Unknown if cfg.nextjs.deny_unknown_actions => {
+                    let _ = writeln!(
+                        out,
+                        "Server Action {id} is not in the manifest: refused (unknown_actions = \"deny\")"
+                    );
+                }
+                Lookup::Unknown => {
+                    let _ = writeln!(out, "Server Action {id} is not in the manifest: held to the strictest action rule");
+                }
+                Lookup::Owned(pairs) => {
+                    for r in actions::owners_for(&cfg.rules, pairs, parts) {
+                        let name = cfg.routes.get(r).map_or("?", |x| x.name.as_str());
+                        let _ = writeln!(out, "Server Action {id} is defined by a page of route[{r}] \"{name}\": its requirements apply here too");
+                    }
+                }
+                Lookup::FellBack(why) => {
+                    let _ = writeln!(out, "Server Action {id}: its owning route cannot be resolved ({why}): held to the strictest action rule");
                 }
             }
-            None if cfg.nextjs.deny_unknown_actions => {
-                let _ = writeln!(
-                    out,
-                    "Server Action {} is not in the manifest: refused (unknown_actions = \"deny\")",
-                    id.trim()
-                );
-            }
-            None => {
-                let _ = writeln!(out, "Server Action {} is not in the manifest", id.trim());
-            }
         }
+        let _ = writeln!(
+            out,
+            "as a Server Action request it gets the requirements of every route that matches, not only the first"
+        );
     }
-    owners.sort_unstable();
-    owners.dedup();
+    let reqs = access::requirements(cfg, index, route, parts, &action);
+    if reqs.unknown_action {
+        return;
+    }
+    if let Some(why) = &reqs.fallback {
+        let _ = writeln!(out, "strictest action rule applied: {why}");
+    }
+    let owners = reqs.routes;
     if owners.is_empty() {
         return;
     }

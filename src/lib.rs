@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod actions;
 pub mod admin;
 pub mod cli;
 pub mod clock;

@@ -388,6 +388,16 @@ impl std::fmt::Debug for LoopBreaker {
 /// Name of the loop breaker's cookie.
 pub const LOOP_COOKIE: &str = "rg_login_loop";
 
+/// Whether a login answer from an access rule counts toward the loop breaker: only
+/// when rotagate's own session decision caused it — the request carried a session
+/// cookie that rotagate found dead, or could not verify (a key it lacks makes every
+/// fresh login fail again: exactly the loop the breaker is for). An anonymous visitor
+/// opening several protected links is sent to login each time and is no loop.
+/// (Rewritten upstream 401/403s always count: rotagate logged that session out.)
+pub fn login_counts_toward_loop(outcome: Option<crate::session::Outcome>) -> bool {
+    matches!(outcome, Some(crate::session::Outcome::Invalid(_)))
+}
+
 impl LoopBreaker {
     /// A breaker with a fresh random key (per process: a count that fails to verify
     /// after a restart or on another replica simply starts again).
@@ -647,6 +657,19 @@ mod tests {
             v,
             serde_json::json!({"error": "session_expired", "login_url": "/login?callbackUrl=/a"})
         );
+    }
+
+    #[test]
+    fn only_refused_sessions_count_toward_the_loop() {
+        use crate::session::{Invalid, Outcome};
+        assert!(!login_counts_toward_loop(None));
+        assert!(!login_counts_toward_loop(Some(Outcome::None)));
+        assert!(login_counts_toward_loop(Some(Outcome::Invalid(
+            Invalid::Expired
+        ))));
+        assert!(login_counts_toward_loop(Some(Outcome::Invalid(
+            Invalid::BadSignature
+        ))));
     }
 
     #[test]

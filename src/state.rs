@@ -98,7 +98,7 @@ impl Runtime {
             });
         }
         logout_targets.extend(config.logout.clear_cookies.iter().map(Target::from_clear));
-        let actions = ActionIndex::build(&config.nextjs.actions, &config.rules);
+        let actions = config.nextjs.action_index.clone();
         Ok(Runtime {
             config,
             generation,

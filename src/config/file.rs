@@ -112,6 +112,8 @@ pub struct NextFile {
     pub server_reference_manifest: Option<S>,
     /// `unknown_actions`.
     pub unknown_actions: Option<S>,
+    /// `default_locale`.
+    pub default_locale: Option<S>,
 }
 
 /// `[identity]`.
@@ -243,6 +245,8 @@ pub struct CsrfFile {
     pub allowed_origins: Vec<S>,
     /// `require_origin`.
     pub require_origin: Option<bool>,
+    /// `allow_same_site`.
+    pub allow_same_site: Option<bool>,
 }
 
 /// One `[[route]]`.
@@ -304,8 +308,8 @@ pub struct MatchObject {
     /// `missing`.
     #[serde(default)]
     pub missing: Vec<ConditionFile>,
-    /// `locale` (Next accepts it; only `false` changes anything, and we keep it for
-    /// compatibility of copied matchers).
+    /// `locale`: only `false` is accepted (as in Next): the source gets no i18n locale
+    /// prefix.
     pub locale: Option<bool>,
 }
 

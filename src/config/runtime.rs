@@ -220,6 +220,11 @@ pub struct NextJs {
     pub actions: Vec<(String, Vec<String>)>,
     /// `unknown_actions = "deny"`: refuse action ids the manifest does not list.
     pub deny_unknown_actions: bool,
+    /// `default_locale` (Next's `i18n.defaultLocale`; default: the first of `locales`,
+    /// empty without locales): what a path without a locale is matched with.
+    pub default_locale: String,
+    /// The owners of each action in `actions`, resolved against the routes.
+    pub action_index: crate::actions::ActionIndex,
 }
 
 /// One `[[route]]`.
@@ -433,6 +438,10 @@ pub struct Csrf {
     /// `require_origin` (default false): refuse unsafe requests with neither
     /// `Sec-Fetch-Site` nor `Origin`.
     pub require_origin: bool,
+    /// `allow_same_site` (default false): `Sec-Fetch-Site: same-site` passes too
+    /// (sibling subdomains); otherwise only `same-origin` passes without an `Origin`
+    /// check.
+    pub allow_same_site: bool,
 }
 
 /// `[identity]`: identity headers sent upstream for verified sessions (always stripped

@@ -330,12 +330,43 @@ pub(super) fn validate(
             false
         }
     };
-    let nextjs = NextJs {
+    let locales = f.nextjs.locales.clone();
+    let mut locale_warning = None;
+    let default_locale = match &f.nextjs.default_locale {
+        Some(s) if locales.is_empty() => {
+            cx.bad_at(s, "a default locale needs `locales`");
+            String::new()
+        }
+        Some(s) if locales.contains(s.get_ref()) => s.get_ref().clone(),
+        Some(s) => {
+            cx.bad_at(
+                s,
+                format!(
+                    "expected one of `locales` ({}), found {:?}",
+                    locales.join(", "),
+                    s.get_ref()
+                ),
+            );
+            String::new()
+        }
+        None => match locales.first() {
+            Some(first) => {
+                locale_warning = Some(format!(
+                    "nextjs.default_locale is not set: paths without a locale are matched as {first:?}, the first of `locales`; set it to the app's i18n.defaultLocale"
+                ));
+                first.clone()
+            }
+            None => String::new(),
+        },
+    };
+    let mut nextjs = NextJs {
         base_path,
-        locales: f.nextjs.locales.clone(),
+        locales,
         server_reference_manifest: manifest.as_ref().map(|(_, p)| p.clone()),
         actions,
         deny_unknown_actions,
+        default_locale,
+        action_index: Default::default(),
     };
 
     // [session]
@@ -406,6 +437,7 @@ pub(super) fn validate(
             })
             .collect(),
         require_origin: f.csrf.require_origin.unwrap_or(false),
+        allow_same_site: f.csrf.allow_same_site.unwrap_or(false),
     };
 
     // [identity]
@@ -489,6 +521,30 @@ pub(super) fn validate(
             format!("route[{i}] \"{}\": {why}", routes[i].name)
         })
         .collect();
+    warnings.extend(locale_warning);
+    nextjs.action_index = crate::actions::ActionIndex::build(
+        &nextjs.actions,
+        &rules,
+        &|i| {
+            routes
+                .get(i)
+                .is_some_and(|r| r.handles_sessions() && r.require.is_some())
+        },
+        &nextjs.base_path,
+        &nextjs.locales,
+    );
+    let strictest: Vec<String> = nextjs
+        .action_index
+        .strictest()
+        .iter()
+        .filter_map(|i| routes.get(*i).map(|r| format!("route[{i}] \"{}\"", r.name)))
+        .collect();
+    for (id, why) in nextjs.action_index.fell_back() {
+        warnings.push(format!(
+            "Server Action {id}: its owning route cannot be resolved ({why}); it is held to the strictest action rule: {}",
+            if strictest.is_empty() { "no route owns an action".to_string() } else { strictest.join(", ") }
+        ));
+    }
     if let Some(SessionMode::Reissue(r)) = session.as_ref().map(|s| &s.mode) {
         if r.attributes.path != "/" {
             warnings.push(format!(
@@ -948,10 +1004,18 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
                 };
                 let has = conv(cx, &o.has, "has");
                 let missing = conv(cx, &o.missing, "missing");
+                if o.locale == Some(true) {
+                    cx.bad(
+                        Some(r.matcher.span()),
+                        Some(format!("route[{i}].match.locale")),
+                        "expected `locale = false` (a source without the i18n locale prefix) or no `locale`",
+                    );
+                }
                 sources.push(SourceSpec {
                     source: o.source.clone(),
                     has,
                     missing,
+                    no_locale: o.locale == Some(false),
                 });
             }
         }

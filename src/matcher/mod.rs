@@ -7,6 +7,8 @@
 //! (the `/((?!api|_next/static).*)` idiom, i18n locale prefixes) fall back to
 //! `fancy_regex`, tried one by one.
 
+pub mod locale;
+pub mod owners;
 pub mod path;
 pub mod pattern;
 
@@ -36,6 +38,9 @@ pub struct SourceSpec {
     pub has: Vec<Condition>,
     /// No `missing` condition may hold.
     pub missing: Vec<Condition>,
+    /// `locale = false`: not wrapped in the i18n locale prefix (Next's `locale: false`;
+    /// the source then names its locales itself).
+    pub no_locale: bool,
 }
 
 /// A `has`/`missing` item.
@@ -213,8 +218,14 @@ impl Default for RuleSet {
 /// `/_next/data/<buildId>` prefix, optional data/RSC suffix, i18n locale prefix and
 /// `basePath`.
 pub fn next_wrap(source: &str, opts: &NextOptions) -> String {
+    next_wrap_with(source, opts, true)
+}
+
+/// [`next_wrap`], with the i18n locale prefix only when `locale` (a matcher with
+/// `locale: false` gets none, as in Next).
+pub fn next_wrap_with(source: &str, opts: &NextOptions, locale: bool) -> String {
     let is_root = source == "/";
-    let i18n = !opts.locales.is_empty();
+    let i18n = !opts.locales.is_empty() && locale;
     let mut s = source.to_string();
     if i18n {
         s = format!(
@@ -225,7 +236,12 @@ pub fn next_wrap(source: &str, opts: &NextOptions) -> String {
     let suffix = if is_root {
         format!(
             "({}/?index|/?index\\.json)?",
-            if i18n { "|\\.json|" } else { "" }
+            // keyed on the app's i18n config, not on this matcher's `locale`
+            if opts.locales.is_empty() {
+                ""
+            } else {
+                "|\\.json|"
+            }
         )
     } else {
         "{(\\.json|\\.rsc|\\.segments/.+\\.segment\\.rsc)}?".to_string()
@@ -294,7 +310,7 @@ impl RuleSet {
                 }
                 // the user's source must parse on its own (Next checks before wrapping)
                 pattern::compile_source(s).map_err(|e| err(Some(si), e))?;
-                let wrapped = next_wrap(s, opts);
+                let wrapped = next_wrap_with(s, opts, !src.no_locale);
                 let js = pattern::compile_source(&wrapped).map_err(|e| err(Some(si), e))?;
                 let js = if opts.case_insensitive {
                     format!("(?i){js}")

@@ -1,90 +1,117 @@
 //! Access enforcement glue: CSRF and `require` (decisions in `crate::access`).
 
-use bytes::Bytes;
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::request::is_login_path;
 use super::respond::{respond, respond_answer};
+use crate::actions::{self, ActionRequest, FormLook, FORM_LOOK_LIMIT};
+use crate::config::OnDeny;
 use crate::logout::{self, Answer, Kind};
+use crate::matcher::{locale, RequestParts};
 use crate::session::cookies;
 use crate::{access, hygiene};
 
-use super::{Ctx, Proxy};
+use super::{BodyRewrite, Ctx, Proxy};
+
+/// Reads a whole request body of at most [`FORM_LOOK_LIMIT`] bytes (`None` when more
+/// arrives). pingora keeps what was read in its retry buffer, which it sends upstream
+/// before anything else, so the app still gets the body byte for byte; 64 KiB fit in
+/// that buffer, so it cannot overflow here. A client waiting on `Expect:
+/// 100-continue` gets the go-ahead first (and the app no second one).
+async fn read_whole_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let expects = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        session.write_continue_response().await?;
+        session
+            .req_header_mut()
+            .remove_header(&http::header::EXPECT);
+    }
+    session.enable_retry_buffering();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > FORM_LOOK_LIMIT {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body.freeze()))
+}
 
 impl Proxy {
-    /// CSRF and `require` (DESIGN §6), including the requirements of the pages that
-    /// define a posted Server Action. Answers and returns `true` when the request must
-    /// not reach the upstream.
+    /// CSRF and `require` (DESIGN §6): the requirements of every route that applies
+    /// (for Server Action requests: every matching route and the action's owners, see
+    /// [`access::requirements`]). Answers and returns `true` when the request must not
+    /// reach the upstream.
     pub(super) async fn enforce_access(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> Result<bool> {
         let rt = ctx.rt.clone();
+        let cfg = &rt.config;
         let req = session.req_header();
         if access::is_preflight(&req.method, &req.headers) {
             return Ok(false);
         }
-        let route = ctx
+        let action = match actions::header_action(&req.method, &req.headers) {
+            Some(a) => a,
+            None => self.form_action(session, cfg).await?,
+        };
+        let req = session.req_header();
+        let nx = &cfg.nextjs;
+        // only Server Action requests look past the matched route: the rest pay nothing
+        let path = match action {
+            ActionRequest::None => Cow::Borrowed(ctx.log_path.as_str()),
+            _ => locale::localise(
+                &ctx.log_path,
+                &nx.base_path,
+                &nx.locales,
+                &nx.default_locale,
+            ),
+        };
+        let parts = RequestParts {
+            method: req.method.as_str(),
+            host: ctx.host.as_ref().map(|h| h.name.as_str()),
+            path: &path,
+            query: req.uri.query(),
+            headers: &req.headers,
+        };
+        let reqs = access::requirements(cfg, &rt.actions, ctx.route, &parts, &action);
+        if reqs.unknown_action {
+            self.shared
+                .metrics
+                .denials
+                .with_label_values(&["unknown_action"])
+                .inc();
+            let kind = logout::classify(&req.headers);
+            let answer = access::deny_answer(kind, &OnDeny::Status(404), &nx.base_path);
+            respond_answer(session, answer).await?;
+            return Ok(true);
+        }
+        let session_route = ctx
             .route
-            .and_then(|i| rt.config.routes.get(i).map(|r| (i, r)));
-        // routes whose `require` applies: the matched one, and the owners of an action
-        let mut owners: Vec<usize> = Vec::new();
-        if let Some((i, r)) = route {
-            if r.handles_sessions() && r.require.is_some() {
-                owners.push(i);
-            }
-        }
-        if !rt.actions.is_empty() {
-            if let Some(id) = req.headers.get("next-action").and_then(|v| v.to_str().ok()) {
-                match rt.actions.routes_of(id.trim()) {
-                    Some(rs) => owners.extend_from_slice(rs),
-                    None if rt.config.nextjs.deny_unknown_actions => {
-                        self.shared
-                            .metrics
-                            .denials
-                            .with_label_values(&["unknown_action"])
-                            .inc();
-                        let kind = logout::classify(&req.headers);
-                        let answer = access::deny_answer(
-                            kind,
-                            &crate::config::OnDeny::Status(404),
-                            &rt.config.nextjs.base_path,
-                        );
-                        respond_answer(session, answer).await?;
-                        return Ok(true);
-                    }
-                    None => {}
-                }
-            } else if access::may_be_form_action(&req.method, &req.headers)
-                && !is_login_path(&ctx.log_path, &rt.config.logout.login_url)
-            {
-                // without JavaScript the action id hides in the form body: hold such
-                // posts to the strictest action rule rather than buffer bodies
-                owners.extend_from_slice(rt.actions.all_routes());
-            }
-        }
-        owners.sort_unstable();
-        owners.dedup();
-        owners.retain(|i| {
-            rt.config
-                .routes
-                .get(*i)
-                .and_then(|r| r.require.as_ref())
-                .is_some()
-        });
-        let session_route = route.is_some_and(|(_, r)| r.handles_sessions());
-        if (session_route || !owners.is_empty())
-            && access::is_unsafe(&req.method)
-            && self.refuse_cross_site(session, &rt.config).await?
+            .and_then(|i| cfg.routes.get(i))
+            .is_some_and(|r| r.handles_sessions());
+        // WebSocket handshakes are GETs, but a cross-site one would ride the session
+        let state_changing = access::is_unsafe(&req.method) || session.is_upgrade_req();
+        if (session_route || !reqs.routes.is_empty())
+            && state_changing
+            && self.refuse_cross_site(session, cfg).await?
         {
             return Ok(true);
         }
-        let req = session.req_header();
-        if owners.is_empty() {
+        if reqs.routes.is_empty() {
             return Ok(false);
         }
+        let req = session.req_header();
         // an action posted to a route without session work still needs the session
         if ctx.session.is_none() {
             if let Some(engine) = &rt.session {
@@ -96,44 +123,36 @@ impl Proxy {
             }
         }
         let claims = ctx.session.as_ref().and_then(|d| d.claims.clone());
-        let mut denied_by = None;
-        for i in &owners {
-            let Some(req_rule) = rt.config.routes.get(*i).and_then(|r| r.require.as_ref()) else {
-                continue;
-            };
-            match access::evaluate([req_rule], claims.as_deref()) {
-                access::Verdict::Allow => {}
-                access::Verdict::Login => {
-                    denied_by = Some((*i, access::Verdict::Login));
-                    break;
-                }
-                access::Verdict::Deny => {
-                    denied_by.get_or_insert((*i, access::Verdict::Deny));
-                }
-            }
-        }
-        let Some((owner, verdict)) = denied_by else {
+        let Some((owner, verdict)) =
+            access::first_failure(&cfg.routes, &reqs.routes, claims.as_deref())
+        else {
             return Ok(false);
         };
         let kind = logout::classify(&req.headers);
-        let cfg = &rt.config;
         // cookies decided for this request (a rotation, a dead token's deletion) still go out
+        let outcome = ctx.session.as_ref().map(|d| d.outcome);
         let pending = ctx
             .session
             .as_mut()
             .map(|d| std::mem::take(&mut d.set_cookies))
             .unwrap_or_default();
+        let reason = match (verdict, reqs.fallback.is_some()) {
+            (access::Verdict::Login, false) => "login",
+            (access::Verdict::Login, true) => "fallback_login",
+            (_, false) => "claims",
+            (_, true) => "fallback_claims",
+        };
+        self.shared
+            .metrics
+            .denials
+            .with_label_values(&[reason])
+            .inc();
         let mut answer = if verdict == access::Verdict::Login {
-            self.shared
-                .metrics
-                .denials
-                .with_label_values(&["login"])
-                .inc();
-            let return_to =
-                logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
-            match logout::login_answer(kind, &cfg.logout, &cfg.nextjs.base_path, &return_to) {
+            let return_to = logout::return_path(&ctx.log_path, req.uri.query(), &nx.base_path);
+            match logout::login_answer(kind, &cfg.logout, &nx.base_path, &return_to) {
                 Some(mut a) => {
-                    if kind != Kind::Fetch {
+                    // only a login rotagate's own session decision caused can be a loop
+                    if kind != Kind::Fetch && logout::login_counts_toward_loop(outcome) {
                         let pairs_src = hygiene::merged_cookie(&req.headers).unwrap_or_default();
                         let secure = cfg
                             .listen
@@ -148,6 +167,11 @@ impl Proxy {
                         );
                         if broken {
                             a = logout::loop_page(&cfg.logout);
+                            self.shared
+                                .metrics
+                                .logouts
+                                .with_label_values(&["access_login", "loop_breaker"])
+                                .inc();
                         }
                         a.set_cookies.push(c);
                     }
@@ -164,23 +188,65 @@ impl Proxy {
                 },
             }
         } else {
-            self.shared
-                .metrics
-                .denials
-                .with_label_values(&["claims"])
-                .inc();
             let on_deny = cfg
                 .routes
                 .get(owner)
-                .map_or(crate::config::OnDeny::Status(403), |r| r.on_deny.clone());
-            access::deny_answer(kind, &on_deny, &cfg.nextjs.base_path)
+                .map_or(OnDeny::Status(403), |r| r.on_deny.clone());
+            access::deny_answer(kind, &on_deny, &nx.base_path)
         };
         answer.set_cookies.extend(pending);
         respond_answer(session, answer).await?;
         Ok(true)
     }
 
-    /// Turns the upstream 401/403 in `resp` into the logout answer for this kind of
+    /// The action a POST without a `Next-Action` id asks for: read from the form body
+    /// when it is short enough to read whole (see [`actions::form_look`]); a longer one
+    /// is unreadable. Nothing is read when no route has a `require`.
+    async fn form_action(
+        &self,
+        session: &mut Session,
+        cfg: &crate::config::Config,
+    ) -> Result<ActionRequest> {
+        let req = session.req_header();
+        match actions::form_look(&req.method, &req.headers) {
+            FormLook::NotForm => Ok(ActionRequest::None),
+            _ if !cfg.routes.iter().any(|r| r.require.is_some()) => Ok(ActionRequest::None),
+            FormLook::TooLong => Ok(ActionRequest::Unreadable(
+                "a form body too long to read whole (or of unknown length)",
+            )),
+            FormLook::Read => {
+                let content_type = req
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(match read_whole_body(session).await? {
+                    Some(body) => actions::form_ids(&content_type, &body),
+                    None => ActionRequest::Unreadable("a form body longer than it said"),
+                })
+            }
+        }
+    }
+
+    /// The answer to a preflight on a `require` route: its status, and of its headers
+    /// only `Access-Control-*` and `Vary`, with an empty body.
+    pub(super) fn preflight_response(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let mut new = ResponseHeader::build(resp.status, Some(resp.headers.len().min(16) + 1))?;
+        for (name, value) in resp.headers.iter() {
+            if access::kept_on_preflight(name) {
+                new.append_header(name.clone(), value.clone())?;
+            }
+        }
+        new.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        ctx.body = Some(BodyRewrite { body: None });
+        *resp = new;
+        Ok(())
+    }
 
     /// The CSRF check (DESIGN §6): answers 403 and returns `true` when the request is
     /// cross-site. The host an `Origin` is compared with (when no public origin is

@@ -59,6 +59,9 @@ pub struct Ctx {
     body: Option<BodyRewrite>,
     /// The request's vetted host ([`crate::hygiene::vet_host`]), set by the request phase.
     host: Option<crate::hygiene::RequestHost>,
+    /// A CORS preflight on a `require` route: forwarded without credentials, and only
+    /// its CORS headers come back.
+    preflight: bool,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -147,6 +150,7 @@ impl ProxyHttp for Proxy {
             logout: None,
             body: None,
             host: None,
+            preflight: false,
         }
     }
 

@@ -6,9 +6,9 @@ use pingora::proxy::Session;
 
 use super::respond::respond_text;
 use crate::config::UpstreamStatusAction;
-use crate::hygiene;
-use crate::matcher::{path, RequestParts};
+use crate::matcher::{locale, path, RequestParts};
 use crate::session::{self, Outcome};
+use crate::{access, hygiene};
 
 use super::{Ctx, LogoutPlan, Proxy};
 
@@ -118,14 +118,24 @@ impl Proxy {
         }
 
         let req = session.req_header();
+        // with i18n, rules see the path with the default locale added, as Next's do
+        let nx = &ctx.rt.config.nextjs;
+        let match_path = locale::localise(
+            &ctx.log_path,
+            &nx.base_path,
+            &nx.locales,
+            &nx.default_locale,
+        );
         let parts = RequestParts {
             method: req.method.as_str(),
             host: ctx.host.as_ref().map(|h| h.name.as_str()),
-            path: &ctx.log_path,
+            path: &match_path,
             query: req.uri.query(),
             headers: &req.headers,
         };
-        ctx.route = ctx.rt.config.rules.first_match(&parts);
+        let route = ctx.rt.config.rules.first_match(&parts);
+        drop(match_path);
+        ctx.route = route;
         let limit_hits = crate::matcher::take_regex_limit_hits();
         if limit_hits > 0 {
             self.shared
@@ -135,11 +145,18 @@ impl Proxy {
                 .inc_by(u64::from(limit_hits));
         }
 
-        let handles_sessions = ctx
-            .route
-            .and_then(|i| ctx.rt.config.routes.get(i))
-            .is_some_and(|r| r.handles_sessions());
-        if let (true, Some(engine)) = (handles_sessions, &ctx.rt.session) {
+        let route = ctx.route.and_then(|i| ctx.rt.config.routes.get(i));
+        let handles_sessions = route.is_some_and(|r| r.handles_sessions());
+        let preflight = access::is_preflight(&req.method, &req.headers);
+        if preflight && route.is_some_and(|r| r.require.is_some()) {
+            // forwarded as the Fetch standard sends preflights: without credentials
+            ctx.preflight = true;
+            let req = session.req_header_mut();
+            req.remove_header(&http::header::COOKIE);
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        let req = session.req_header();
+        if let (true, false, Some(engine)) = (handles_sessions, preflight, &ctx.rt.session) {
             let cookie = hygiene::merged_cookie(&req.headers);
             let may_rotate =
                 session::rotation_allowed(&req.method, &req.headers) && !session.is_upgrade_req();

@@ -21,6 +21,9 @@ impl Proxy {
         if resp.status.is_informational() {
             return Ok(());
         }
+        if ctx.preflight {
+            return self.preflight_response(resp, ctx);
+        }
         for name in hygiene::hop_by_hop_names(&resp.headers, false) {
             if name != http::header::CONNECTION && name != http::header::UPGRADE {
                 resp.remove_header(&name);

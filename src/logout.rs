@@ -282,11 +282,14 @@ pub struct Target {
     pub name: String,
     /// Attributes it was set with.
     pub attributes: CookieAttributes,
+    /// Most chunks `name.N` deleted: the chunks a valid session could have
+    /// ([`cookies::max_valid_chunks`]); junk past them is never echoed back.
+    pub max_chunks: usize,
 }
 
 impl Target {
-    /// From a `clear_cookies` entry.
-    pub fn from_clear(c: &ClearCookie) -> Target {
+    /// From a `clear_cookies` entry, deleting at most `max_chunks` chunks of it.
+    pub fn from_clear(c: &ClearCookie, max_chunks: usize) -> Target {
         Target {
             name: c.name.clone(),
             attributes: CookieAttributes {
@@ -296,6 +299,7 @@ impl Target {
                 http_only: true,
                 same_site: SameSite::Lax,
             },
+            max_chunks,
         }
     }
 
@@ -307,18 +311,19 @@ impl Target {
     }
 }
 
-/// True when the request carried any of the targets' cookies (any prefix variant, any
-/// chunk).
+/// True when the request carried any of the targets' cookies (any prefix variant, the
+/// plain name with a value or the first chunk), in one pass over the cookies.
 pub fn carries_any(pairs: &[(&str, &str)], targets: &[Target]) -> bool {
-    targets.iter().any(|t| {
-        let base = t.base();
-        [
-            base.to_string(),
-            format!("__Secure-{base}"),
-            format!("__Host-{base}"),
-        ]
-        .iter()
-        .any(|v| cookies::read(pairs, v).is_some() || pairs.iter().any(|(k, _)| k == v))
+    pairs.iter().any(|(k, v)| {
+        targets.iter().any(|t| {
+            matches!(
+                cookies::member(k, t.base(), false).map(|m| m.part),
+                Some(cookies::Part::Plain) if !v.is_empty()
+            ) || matches!(
+                cookies::member(k, t.base(), false).map(|m| m.part),
+                Some(cookies::Part::Chunk(0))
+            )
+        })
     })
 }
 
@@ -329,42 +334,61 @@ pub fn carries_any(pairs: &[(&str, &str)], targets: &[Target]) -> bool {
 /// deletions are `Secure; Path=/` without Domain, `__Secure-` ones are `Secure`, as
 /// browsers require before they accept them.
 pub fn deletions(pairs: &[(&str, &str)], targets: &[Target]) -> Vec<String> {
+    deletions_bounded(pairs, targets).0
+}
+
+/// [`deletions`], and whether chunks past a target's `max_chunks` were carried (and not
+/// echoed back). Linear in the cookies: chunk indexes are collected in a bit set per
+/// variant, and lines are de-duplicated with a hash set.
+pub fn deletions_bounded(pairs: &[(&str, &str)], targets: &[Target]) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut capped = false;
     for t in targets {
         let base = t.base();
-        for variant in [
-            base.to_string(),
-            format!("__Secure-{base}"),
-            format!("__Host-{base}"),
-        ] {
-            let mut names = vec![variant.clone()];
-            for (k, _) in pairs {
-                if k.strip_prefix(variant.as_str())
-                    .and_then(|r| r.strip_prefix('.'))
-                    .is_some_and(|n| n.parse::<usize>().is_ok())
-                    && !names.iter().any(|n| n == k)
-                {
-                    names.push(k.to_string());
+        let limit = t.max_chunks.min(cookies::MAX_CHUNKS);
+        // bit i of chunks[v] = chunk i of variant v was carried (MAX_CHUNKS fits a u64)
+        let mut chunks = [0u64; 3];
+        for (k, _) in pairs {
+            if let Some(cookies::Member {
+                prefix,
+                part: cookies::Part::Chunk(i),
+            }) = cookies::member(k, base, false)
+            {
+                if i < limit {
+                    let v = cookies::Prefix::ALL
+                        .iter()
+                        .position(|p| *p == prefix)
+                        .unwrap_or(0);
+                    chunks[v] |= 1u64 << i;
+                } else {
+                    capped = true;
                 }
             }
-            let mut scopes = vec![t.attributes.clone()];
-            if t.attributes.domain.is_some() {
-                scopes.push(CookieAttributes {
-                    domain: None,
-                    ..t.attributes.clone()
-                });
-            }
-            for name in &names {
+        }
+        let mut scopes = vec![t.attributes.clone()];
+        if t.attributes.domain.is_some() {
+            scopes.push(CookieAttributes {
+                domain: None,
+                ..t.attributes.clone()
+            });
+        }
+        for (v, prefix) in cookies::Prefix::ALL.iter().enumerate() {
+            let variant = format!("{}{base}", prefix.as_str());
+            let carried = (0..limit).filter(|i| chunks[v] & (1u64 << i) != 0);
+            let names =
+                std::iter::once(variant.clone()).chain(carried.map(|i| format!("{variant}.{i}")));
+            for name in names {
                 for a in &scopes {
-                    let line = cookies::deletion(name, a);
-                    if !out.contains(&line) {
+                    let line = cookies::deletion(&name, a);
+                    if seen.insert(line.clone()) {
                         out.push(line);
                     }
                 }
             }
         }
     }
-    out
+    (out, capped)
 }
 
 /// Counts redirects to the login page in a short-lived signed cookie (not per IP:

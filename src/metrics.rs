@@ -29,6 +29,12 @@ pub struct Metrics {
     pub logouts: IntCounterVec,
     /// Requests refused by access rules, by reason.
     pub denials: IntCounterVec,
+    /// Session safety events, by event: limits hit (`chunk_limit`, `candidate_limit`,
+    /// `deletion_limit`), upstream 401/403s passed through because rotagate itself had
+    /// refused the token (`passed_401_refused_token`, `passed_403_refused_token`), the
+    /// app's own session cookie winning over a rotation (`app_cookie_won`), and
+    /// responses made unstorable for shared caches (`made_private`).
+    pub session_events: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +106,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let session_events = IntCounterVec::new(
+            Opts::new(
+                "rotagate_session_events_total",
+                "Session safety events: limits hit, 401s passed through, app cookies that won, responses made private",
+            ),
+            &["event"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -109,6 +123,7 @@ impl Metrics {
             Box::new(invalid_tokens.clone()),
             Box::new(logouts.clone()),
             Box::new(denials.clone()),
+            Box::new(session_events.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -122,6 +137,7 @@ impl Metrics {
             invalid_tokens,
             logouts,
             denials,
+            session_events,
         }
     }
 

@@ -28,7 +28,23 @@ impl Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.logout.take().is_none() {
+        let Some(plan) = ctx.logout.take() else {
+            return Ok(());
+        };
+        if plan.refused_token {
+            // rotagate stripped a token it could not verify (its keys, its policy): the
+            // app answered a request without a session, so this is no reason to log
+            // anyone out; a misconfigured key must never become a mass logout
+            let event = if resp.status.as_u16() == 401 {
+                "passed_401_refused_token"
+            } else {
+                "passed_403_refused_token"
+            };
+            self.shared
+                .metrics
+                .session_events
+                .with_label_values(&[event])
+                .inc();
             return Ok(());
         }
         let cfg = &ctx.rt.config;
@@ -65,9 +81,15 @@ impl Proxy {
             }
             answer.set_cookies.push(loop_cookie);
         }
-        answer
-            .set_cookies
-            .extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
+        let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
+        if capped {
+            self.shared
+                .metrics
+                .session_events
+                .with_label_values(&["deletion_limit"])
+                .inc();
+        }
+        answer.set_cookies.extend(deletions);
         let reason = if resp.status.as_u16() == 401 {
             "upstream_401"
         } else {
@@ -176,7 +198,16 @@ impl Proxy {
                 .headers
                 .push(("clear-site-data", "\"cookies\"".into()));
         }
-        answer.set_cookies = logout::deletions(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        let (deletions, capped) =
+            logout::deletions_bounded(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        if capped {
+            self.shared
+                .metrics
+                .session_events
+                .with_label_values(&["deletion_limit"])
+                .inc();
+        }
+        answer.set_cookies = deletions;
         self.shared
             .metrics
             .logouts

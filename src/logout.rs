@@ -339,9 +339,12 @@ pub fn deletions(pairs: &[(&str, &str)], targets: &[Target]) -> Vec<String> {
 
 /// [`deletions`], and whether chunks past a target's `max_chunks` were carried (and not
 /// echoed back). Linear in the cookies: chunk indexes are collected in a bit set per
-/// variant, and lines are de-duplicated with a hash set.
+/// variant, so each name is written once, and lines several targets share are
+/// de-duplicated with a hash set.
 pub fn deletions_bounded(pairs: &[(&str, &str)], targets: &[Target]) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
+    // one target writes each line once; only several targets can repeat one
+    let dedupe = targets.len() > 1;
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut capped = false;
     for t in targets {
@@ -373,15 +376,22 @@ pub fn deletions_bounded(pairs: &[(&str, &str)], targets: &[Target]) -> (Vec<Str
                 ..t.attributes.clone()
             });
         }
+        // one writer per scope: the attribute text is formatted once per prefix
+        let mut writers: Vec<cookies::DeletionWriter<'_>> =
+            scopes.iter().map(cookies::DeletionWriter::new).collect();
         for (v, prefix) in cookies::Prefix::ALL.iter().enumerate() {
             let variant = format!("{}{base}", prefix.as_str());
             let carried = (0..limit).filter(|i| chunks[v] & (1u64 << i) != 0);
             let names =
                 std::iter::once(variant.clone()).chain(carried.map(|i| format!("{variant}.{i}")));
             for name in names {
-                for a in &scopes {
-                    let line = cookies::deletion(&name, a);
-                    if seen.insert(line.clone()) {
+                for (scope, w) in writers.iter_mut().enumerate() {
+                    if *prefix == cookies::Prefix::Host && scope > 0 {
+                        // __Host- cookies have no Domain: every scope is the same line
+                        continue;
+                    }
+                    let line = w.line(&name);
+                    if !dedupe || seen.insert(line.clone()) {
                         out.push(line);
                     }
                 }
@@ -666,6 +676,50 @@ mod tests {
             v,
             serde_json::json!({"error": "session_expired", "login_url": "/login?callbackUrl=/a"})
         );
+    }
+
+    fn target(name: &str, domain: Option<&str>, max_chunks: usize) -> Target {
+        Target {
+            name: name.into(),
+            attributes: CookieAttributes {
+                path: "/".into(),
+                domain: domain.map(str::to_string),
+                secure: false,
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
+            max_chunks,
+        }
+    }
+
+    #[test]
+    fn deletions_are_bounded_and_written_once() {
+        let junk: Vec<String> = (0..4300).map(|i| format!("s.{i}=x")).collect();
+        let header = format!("s=tok; {}; __Secure-s.1=y; s.3=dup", junk.join("; "));
+        let pairs = cookies::pairs(&header);
+        let (lines, capped) = deletions_bounded(&pairs, &[target("s", None, 17)]);
+        assert!(capped);
+        // 3 variants + 17 plain chunks + 1 __Secure- chunk
+        assert_eq!(lines.len(), 3 + 17 + 1, "{lines:#?}");
+        let mut sorted = lines.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), lines.len(), "no line twice");
+        // a Domain adds the host-only twin, except for __Host- (it has no Domain)
+        let (lines, _) = deletions_bounded(&cookies::pairs("s=1"), &[target("s", Some("a.b"), 17)]);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        // two targets of one name: each line still once
+        let both = [target("s", None, 17), target("__Secure-s", None, 17)];
+        let (lines, _) = deletions_bounded(&cookies::pairs("s.0=1"), &both);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+    }
+
+    #[test]
+    fn carrying_a_session_means_a_value_or_a_first_chunk() {
+        let t = [target("s", None, 17)];
+        assert!(carries_any(&cookies::pairs("a=1; __Secure-s=v"), &t));
+        assert!(carries_any(&cookies::pairs("s.0=v"), &t));
+        assert!(!carries_any(&cookies::pairs("s=; s.4=v; sx=1"), &t));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Metrics {
     /// Requests refused by access rules, by reason.
     pub denials: IntCounterVec,
     /// Session safety events, by event: limits hit (`chunk_limit`, `candidate_limit`,
-    /// `deletion_limit`), upstream 401/403s passed through because rotagate itself had
+    /// `cookie_limit`, `deletion_limit`), upstream 401/403s passed through because rotagate itself had
     /// refused the token (`passed_401_refused_token`, `passed_403_refused_token`), the
     /// app's own session cookie winning over a rotation (`app_cookie_won`), and
     /// responses made unstorable for shared caches (`made_private`).

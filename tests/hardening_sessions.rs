@@ -777,6 +777,10 @@ async fn junk_chunks_give_a_bounded_logout() {
         Some(format!("session={valid}")),
         "the app got the verified session only"
     );
+    let m = h.metrics().await;
+    for limit in ["cookie_limit", "deletion_limit"] {
+        assert_eq!(event(&m, limit), 1, "{limit} counted");
+    }
     h.shutdown().await;
 }
 
@@ -877,4 +881,18 @@ async fn require_route_answers_are_never_shared_cacheable() {
     assert!(!set_cookies(&resp).is_empty());
     assert_eq!(resp.headers()["cache-control"], "no-store");
     h.shutdown().await;
+}
+
+#[test]
+fn an_empty_issuer_or_audience_is_a_located_config_error() {
+    for key in ["issuer", "audience"] {
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[session]\n[session.reissue]\nformat = \"authjs\"\nsecrets = [\"env:PATH\"]\n{key} = \" \"\n"
+        );
+        let e = rotagate::config::parse(&text, std::path::Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("t.toml:7:{}", key.len() + 4)), "{e}");
+        assert!(e.contains("found an empty string"), "{e}");
+    }
 }

@@ -51,7 +51,8 @@ impl Proxy {
         let req = session.req_header();
         // only a request that carried a session cookie is logged out
         let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
-        let pairs = cookies::pairs(&cookie);
+        // as many cookies as the session decision read, no more (bounded work)
+        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
         if !logout::carries_any(&pairs, &ctx.rt.logout_targets) {
             return Ok(());
         }
@@ -198,8 +199,8 @@ impl Proxy {
                 .headers
                 .push(("clear-site-data", "\"cookies\"".into()));
         }
-        let (deletions, capped) =
-            logout::deletions_bounded(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
+        let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
         if capped {
             self.shared
                 .metrics

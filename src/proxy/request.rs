@@ -92,6 +92,7 @@ impl Proxy {
             for (hit, event) in [
                 (limits.too_many_chunks, "chunk_limit"),
                 (limits.too_many_candidates, "candidate_limit"),
+                (limits.too_many_cookies, "cookie_limit"),
             ] {
                 if hit {
                     m.session_events.with_label_values(&[event]).inc();

@@ -7,16 +7,41 @@ use cookie::{Cookie, SameSite as CSameSite};
 
 use crate::config::{CookieAttributes, SameSite};
 
+/// Most cookies read from one request. No browser keeps more for one site (Chrome's
+/// cap is 180), and every cookie read costs work on each request that handles
+/// sessions; on those routes the cookies past this are not forwarded either
+/// (DESIGN §10 "Bounded work per request").
+pub const MAX_COOKIES: usize = 256;
+
 /// `name=value` pairs of a `Cookie` header, in order (malformed pairs skipped).
 pub fn pairs(header: &str) -> Vec<(&str, &str)> {
-    header
-        .split(';')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            let k = k.trim();
-            (!k.is_empty()).then(|| (k, v.trim()))
-        })
-        .collect()
+    pairs_bounded(header, usize::MAX).0
+}
+
+/// Trims optional whitespace (RFC 9110 OWS: spaces and tabs).
+fn ows(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+/// The first `max` `name=value` pairs of a `Cookie` header, and whether there were
+/// more. One pass over the bytes: a `Cookie` value is visible ASCII, so only spaces
+/// and tabs are trimmed.
+pub fn pairs_bounded(header: &str, max: usize) -> (Vec<(&str, &str)>, bool) {
+    let mut out = Vec::with_capacity((header.len() / 16 + 1).min(max));
+    for kv in header.split(';') {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        let k = ows(k);
+        if k.is_empty() {
+            continue;
+        }
+        if out.len() == max {
+            return (out, true);
+        }
+        out.push((k, ows(v)));
+    }
+    (out, false)
 }
 
 /// Most chunks a session token is read from: a chunk set with more is malformed, so a
@@ -412,11 +437,44 @@ pub fn deletions_except<'k>(
     a: &CookieAttributes,
 ) -> Vec<String> {
     let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut w = DeletionWriter::new(a);
     names
         .iter()
         .filter(|n| !keep.clone().any(|k| k == **n) && done.insert(n))
-        .map(|n| deletion(n, a))
+        .map(|n| w.line(n))
         .collect()
+}
+
+/// Writes [`deletion`] lines for many names with one set of attributes cheaply: the
+/// attributes depend only on the name's prefix, so each prefix's attribute text is
+/// formatted once and every line is the name plus that text.
+pub struct DeletionWriter<'a> {
+    attributes: &'a CookieAttributes,
+    rest: [Option<String>; 3],
+}
+
+impl<'a> DeletionWriter<'a> {
+    /// A writer for cookies set with `attributes`.
+    pub fn new(attributes: &'a CookieAttributes) -> Self {
+        DeletionWriter {
+            attributes,
+            rest: [None, None, None],
+        }
+    }
+
+    /// The same line [`deletion`] writes for `name`.
+    pub fn line(&mut self, name: &str) -> String {
+        let prefix = Prefix::split(name).0;
+        let rest = self.rest[prefix.index()].get_or_insert_with(|| {
+            let full = deletion(name, self.attributes);
+            // the name is written as is, so what follows it is the same for every name
+            full.get(name.len()..).unwrap_or_default().to_string()
+        });
+        let mut out = String::with_capacity(name.len() + rest.len());
+        out.push_str(name);
+        out.push_str(rest);
+        out
+    }
 }
 
 /// The merged upstream `Cookie` value with every cookie of the session family replaced
@@ -578,6 +636,22 @@ mod tests {
     }
 
     #[test]
+    fn cookie_pairs_are_read_up_to_the_limit() {
+        assert_eq!(
+            pairs(" a=1;b = 2 ;;noequals; =x; c=\t3\t"),
+            [("a", "1"), ("b", "2"), ("c", "3")]
+        );
+        let h: Vec<String> = (0..MAX_COOKIES + 5).map(|i| format!("c{i}=x")).collect();
+        let h = h.join("; ");
+        let (p, more) = pairs_bounded(&h, MAX_COOKIES);
+        assert_eq!((p.len(), more), (MAX_COOKIES, true));
+        assert_eq!(
+            pairs_bounded("a=1; b=2", 2),
+            (vec![("a", "1"), ("b", "2")], false)
+        );
+    }
+
+    #[test]
     fn chunking_round_trips() {
         let token = "x".repeat(10_000);
         let parts = split("s", &token, 3936);
@@ -613,6 +687,24 @@ mod tests {
         }
         let session = set_cookies(&split("s", "t", 3936), &attrs(), None, 1_000, &[]);
         assert_eq!(session, ["s=t; HttpOnly; SameSite=Lax; Path=/"]);
+    }
+
+    #[test]
+    fn the_deletion_writer_writes_what_deletion_writes() {
+        let mut a = attrs();
+        a.domain = Some(".example.com".into());
+        a.same_site = SameSite::None;
+        let mut w = DeletionWriter::new(&a);
+        for n in [
+            "s",
+            "s.3",
+            "__Secure-s.0",
+            "__Secure-s",
+            "__Host-s.12",
+            "__Host-s",
+        ] {
+            assert_eq!(w.line(n), deletion(n, &a), "{n}");
+        }
     }
 
     #[test]

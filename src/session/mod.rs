@@ -124,6 +124,9 @@ pub struct Limits {
     pub too_many_chunks: bool,
     /// More tokens than [`cookies::MAX_CANDIDATES`] were carried; the rest were not tried.
     pub too_many_candidates: bool,
+    /// More cookies than [`cookies::MAX_COOKIES`]: the rest were neither read nor
+    /// forwarded.
+    pub too_many_cookies: bool,
 }
 
 impl Decision {
@@ -296,15 +299,22 @@ impl SessionEngine {
         let Some(header) = cookie_header else {
             return Decision::none();
         };
-        let pairs = cookies::pairs(header);
+        let (pairs, too_many_cookies) = cookies::pairs_bounded(header, cookies::MAX_COOKIES);
         let scan = cookies::scan(&pairs, &self.family, &self.read);
-        if scan.members == 0 {
-            return Decision::none();
-        }
         let mut limits = Limits {
             too_many_chunks: false,
             too_many_candidates: scan.dropped,
+            too_many_cookies,
         };
+        if scan.members == 0 {
+            let mut d = Decision::none();
+            if too_many_cookies {
+                // the cookies past the limit were never looked at: they do not go on
+                d.upstream_cookie = Some(cookies::rewrite(&pairs, &self.family, &[]));
+                d.limits = limits;
+            }
+            return d;
+        }
         let mut failure: Option<Invalid> = None;
         let mut dead: Vec<&str> = Vec::new();
         let mut verified = None;
@@ -343,7 +353,7 @@ impl SessionEngine {
                 outcome: Outcome::Valid,
                 claims: Some(Arc::new(claims)),
                 // one truth upstream: untouched only when nothing else of the family came
-                upstream_cookie: (scan.members != kept.len())
+                upstream_cookie: (scan.members != kept.len() || too_many_cookies)
                     .then(|| cookies::rewrite(&pairs, &self.family, kept)),
                 set_cookies: cookies::deletions_except(
                     &dead,
@@ -364,7 +374,7 @@ impl SessionEngine {
             return Decision {
                 outcome: Outcome::Valid,
                 claims: Some(Arc::new(claims)),
-                upstream_cookie: (scan.members != kept.len())
+                upstream_cookie: (scan.members != kept.len() || too_many_cookies)
                     .then(|| cookies::rewrite(&pairs, &self.family, kept)),
                 set_cookies: Vec::new(),
                 limits,
@@ -409,7 +419,132 @@ fn read_prefixes(r: &Reissue) -> Vec<cookies::Prefix> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{KeySpec, SameSite};
+    use crate::secret::Secret;
     use http::{HeaderValue, Method};
+    use serde_json::json;
+    use std::time::Duration;
+
+    const NOW: u64 = 1_000_000;
+
+    fn engine(require_exp: bool) -> SessionEngine {
+        SessionEngine::new(&Session {
+            rotate_every: Duration::from_secs(300),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            idle_timeout: None,
+            leeway: Duration::from_secs(30),
+            mode: SessionMode::Reissue(Reissue {
+                cookie: "s".into(),
+                format: TokenFormat::Jwt,
+                attributes: CookieAttributes {
+                    path: "/".into(),
+                    domain: None,
+                    secure: false,
+                    http_only: true,
+                    same_site: SameSite::Lax,
+                },
+                chunk_size: 3936,
+                keys: vec![KeySpec {
+                    kid: None,
+                    alg: "HS256".into(),
+                    secret: Some(Secret::new(
+                        b"unit-secret-unit-secret-unit-secret!".to_vec(),
+                    )),
+                    private_key_pem: None,
+                    public_key_pem: None,
+                    origin: "test".into(),
+                }],
+                secrets: vec![],
+                require_exp,
+                issuer: None,
+                audience: None,
+            }),
+        })
+        .unwrap()
+    }
+
+    fn token(e: &SessionEngine, claims: Value) -> String {
+        e.seal(claims.as_object().unwrap(), "s").unwrap()
+    }
+
+    #[test]
+    fn one_truth_upstream() {
+        let e = engine(true);
+        let good = token(&e, json!({"sub": "a", "iat": NOW, "exp": NOW + 60}));
+        // alone: the header is left as sent, no allocation for the upstream
+        let d = e.process(Some(&format!("x=1; s={good}")), NOW, true);
+        assert_eq!((d.outcome, d.upstream_cookie), (Outcome::Valid, None));
+        // with junk of the family around it: only the verified one goes on
+        let d = e.process(
+            Some(&format!("s=bad; x=1; s={good}; __Host-s=z; s.9=q")),
+            NOW,
+            true,
+        );
+        assert_eq!(d.outcome, Outcome::Valid);
+        assert_eq!(d.upstream_cookie, Some(Some(format!("s={good}; x=1"))));
+        assert!(
+            d.set_cookies.is_empty(),
+            "nothing certainly dead was carried"
+        );
+        // nothing verifies: the whole family is removed
+        let d = e.process(Some("s=bad; x=1; s.0=a"), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
+        assert_eq!(d.upstream_cookie, Some(Some("x=1".into())));
+        // only strays: no session, and still nothing of the family forwarded
+        let d = e.process(Some("s.3=a; x=1; s="), NOW, true);
+        assert_eq!(d.outcome, Outcome::None);
+        assert_eq!(d.upstream_cookie, Some(Some("x=1".into())));
+    }
+
+    #[test]
+    fn a_refusal_rotagate_may_have_caused_outranks_a_dead_token() {
+        let e = engine(true);
+        let dead = token(
+            &e,
+            json!({"sub": "a", "iat": NOW - 7200, "exp": NOW - 3600}),
+        );
+        let d = e.process(Some(&format!("s={dead}; s=forged")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
+        // the dead one is still deleted in the browser
+        assert_eq!(d.set_cookies.len(), 1);
+        assert!(d.set_cookies[0].starts_with("s=; "));
+        let d = e.process(Some(&format!("s={dead}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Expired));
+    }
+
+    #[test]
+    fn a_dead_twin_is_deleted_next_to_a_rotation_but_never_the_new_cookie() {
+        let e = engine(true);
+        let dead = token(
+            &e,
+            json!({"sub": "a", "iat": NOW - 7200, "exp": NOW - 3600}),
+        );
+        let due = token(&e, json!({"sub": "a", "iat": NOW - 600, "exp": NOW + 3000}));
+        let d = e.process(Some(&format!("s={dead}; s={due}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Rotated);
+        assert_eq!(d.set_cookies.len(), 1, "{:?}", d.set_cookies);
+        assert!(d.set_cookies[0].contains("Max-Age=3600"));
+    }
+
+    #[test]
+    fn missing_exp_is_refused_unless_allowed() {
+        let claims = json!({"sub": "a", "iat": NOW - 600});
+        let strict = engine(true);
+        let t = token(&strict, claims.clone());
+        assert_eq!(
+            strict.process(Some(&format!("s={t}")), NOW, true).outcome,
+            Outcome::Invalid(Invalid::MissingExp)
+        );
+        let lax = engine(false);
+        let d = lax.process(Some(&format!("s={t}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Rotated);
+        assert!(
+            !d.set_cookies[0].contains("Max-Age"),
+            "{}",
+            d.set_cookies[0]
+        );
+        assert!(!d.claims.unwrap().contains_key("exp"));
+    }
 
     #[test]
     fn rotation_is_never_attempted_on_prefetch_head_options_or_upgrades() {

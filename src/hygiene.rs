@@ -234,26 +234,33 @@ impl PrivateCache {
 const HEURISTICALLY_CACHEABLE: [u16; 12] =
     [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// The directives of a `Cache-Control` list, split at commas outside quoted strings
-/// (`private="set-cookie, x-user"` is one directive).
-fn directives(value: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, b) in value.bytes().enumerate() {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                out.push(value[start..i].trim());
-                start = i + 1;
+/// Calls `f` with each directive of every `Cache-Control` field, split at commas
+/// outside quoted strings (`private="set-cookie, x-user"` is one directive), without
+/// allocating. Fields that are not visible ASCII are skipped.
+fn each_directive<'h>(headers: &'h HeaderMap, mut f: impl FnMut(&'h str)) {
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        let mut emit = |d: &'h str| {
+            let d = d.trim();
+            if !d.is_empty() {
+                f(d);
             }
-            _ => {}
+        };
+        for (i, b) in value.bytes().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    emit(&value[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
         }
+        emit(&value[start..]);
     }
-    out.push(value[start..].trim());
-    out.retain(|d| !d.is_empty());
-    out
 }
 
 fn directive_name(d: &str) -> &str {
@@ -281,36 +288,32 @@ pub fn private_for_shared_caches(status: u16, headers: &HeaderMap) -> PrivateCac
         })
         .cloned()
         .collect();
-    let values: Vec<&str> = headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let all: Vec<&str> = values.iter().flat_map(|v| directives(v)).collect();
-    let has = |want: &str| {
-        all.iter()
-            .any(|d| directive_name(d).eq_ignore_ascii_case(want))
-    };
-    let unstorable = has("no-store") || all.iter().any(|d| d.eq_ignore_ascii_case("private"));
-    let storable = !unstorable
-        && (has("public")
-            || has("s-maxage")
-            || has("max-age")
+    let (mut no_store, mut private, mut fresh) = (false, false, false);
+    each_directive(headers, |d| {
+        let n = directive_name(d);
+        let is = |want: &str| n.eq_ignore_ascii_case(want);
+        no_store |= is("no-store");
+        // a qualified private="field" still lets shared caches store the rest
+        private |= d.eq_ignore_ascii_case("private");
+        fresh |= is("public") || is("s-maxage") || is("max-age");
+    });
+    let storable = !no_store
+        && !private
+        && (fresh
             || headers.contains_key(http::header::EXPIRES)
             || HEURISTICALLY_CACHEABLE.contains(&status));
     let cache_control = storable.then(|| {
         let mut out = String::from("private");
-        for d in &all {
+        each_directive(headers, |d| {
             let n = directive_name(d);
-            if ["public", "s-maxage", "private"]
+            if !["public", "s-maxage", "private"]
                 .iter()
                 .any(|x| n.eq_ignore_ascii_case(x))
             {
-                continue;
+                out.push_str(", ");
+                out.push_str(d);
             }
-            out.push_str(", ");
-            out.push_str(d);
-        }
+        });
         out
     });
     PrivateCache {

@@ -40,11 +40,7 @@ impl Proxy {
             } else {
                 "passed_403_refused_token"
             };
-            self.shared
-                .metrics
-                .session_events
-                .with_label_values(&[event])
-                .inc();
+            self.session_event(event);
             return Ok(());
         }
         let cfg = &ctx.rt.config;
@@ -84,11 +80,7 @@ impl Proxy {
         }
         let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
         if capped {
-            self.shared
-                .metrics
-                .session_events
-                .with_label_values(&["deletion_limit"])
-                .inc();
+            self.session_event("deletion_limit");
         }
         answer.set_cookies.extend(deletions);
         let reason = if resp.status.as_u16() == 401 {
@@ -202,11 +194,7 @@ impl Proxy {
         let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
         let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
         if capped {
-            self.shared
-                .metrics
-                .session_events
-                .with_label_values(&["deletion_limit"])
-                .inc();
+            self.session_event("deletion_limit");
         }
         answer.set_cookies = deletions;
         self.shared

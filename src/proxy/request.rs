@@ -95,7 +95,7 @@ impl Proxy {
                 (limits.too_many_cookies, "cookie_limit"),
             ] {
                 if hit {
-                    m.session_events.with_label_values(&[event]).inc();
+                    self.session_event(event);
                 }
             }
             ctx.session = Some(decision);

@@ -56,11 +56,7 @@ impl Proxy {
             .any(|v| v.to_str().is_ok_and(|s| engine.sets_session_cookie(s)));
         if app_sets_it {
             decision.set_cookies.clear();
-            self.shared
-                .metrics
-                .session_events
-                .with_label_values(&["app_cookie_won"])
-                .inc();
+            self.session_event("app_cookie_won");
             return Ok(());
         }
         for value in decision.set_cookies.drain(..) {
@@ -71,6 +67,15 @@ impl Proxy {
             self.make_private(resp)?;
         }
         Ok(())
+    }
+
+    /// Counts one `rotagate_session_events_total{event}`.
+    pub(super) fn session_event(&self, event: &str) {
+        self.shared
+            .metrics
+            .session_events
+            .with_label_values(&[event])
+            .inc();
     }
 
     /// Makes `resp` unstorable for shared caches when it could be stored (DESIGN §10
@@ -86,11 +91,7 @@ impl Proxy {
         if let Some(cc) = fix.cache_control {
             resp.insert_header(http::header::CACHE_CONTROL, cc)?;
         }
-        self.shared
-            .metrics
-            .session_events
-            .with_label_values(&["made_private"])
-            .inc();
+        self.session_event("made_private");
         Ok(())
     }
 }

@@ -4,6 +4,11 @@
 //! ES256, EdDSA and RS256 are reported too (RSA signing is ~1 ms in any library, which
 //! is why rotation is periodic, not per request).
 //!
+//! `junk_cookies` measures the decision path of an upstream 401 (issue 9 point 5): the
+//! merged `Cookie` header read, the session decided, the logout's cookie check and its
+//! deletions, for one session cookie and for the same session plus 4,300 junk
+//! `session.N` cookies (and, for scale, 4,300 cookies of other names).
+//!
 //!     cargo bench --bench session
 
 use std::time::Duration;
@@ -13,8 +18,9 @@ use ring::signature::{EcdsaKeyPair, Ed25519KeyPair};
 use rotagate::config::{
     CookieAttributes, KeySpec, Reissue, SameSite, Session, SessionMode, TokenFormat,
 };
+use rotagate::logout::{self, Target};
 use rotagate::secret::Secret;
-use rotagate::session::SessionEngine;
+use rotagate::session::{cookies, SessionEngine};
 use serde_json::json;
 
 const NOW: u64 = 1_793_491_200;
@@ -88,6 +94,9 @@ fn authjs_engine(format: TokenFormat) -> SessionEngine {
             secrets: vec![Secret::new(
                 b"bench-auth-secret-bench-auth-secret!!".to_vec(),
             )],
+            require_exp: true,
+            issuer: None,
+            audience: None,
         }),
     };
     SessionEngine::new(&s).expect("engine")
@@ -113,6 +122,9 @@ fn engine(alg: &str) -> SessionEngine {
             chunk_size: 3936,
             keys: vec![spec(alg)],
             secrets: vec![],
+            require_exp: true,
+            issuer: None,
+            audience: None,
         }),
     };
     SessionEngine::new(&s).expect("engine")
@@ -168,5 +180,75 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// What the proxy does for a request whose upstream answers 401: merge the `Cookie`
+/// fields and decide the session (request phase), then merge again, check that a
+/// session cookie was carried and build the deletions (logout phase).
+fn upstream_401_path(
+    e: &SessionEngine,
+    targets: &[Target],
+    headers: &http::HeaderMap,
+) -> (rotagate::session::Decision, Vec<String>) {
+    let cookie = rotagate::hygiene::merged_cookie(headers);
+    // this engine re-mints on every request; the measured session is not due (as in
+    // the end-to-end test), so rotation is off here
+    let decision = e.process(cookie.as_deref(), NOW, false);
+    let cookie = rotagate::hygiene::merged_cookie(headers).unwrap_or_default();
+    let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
+    let deletions = if logout::carries_any(&pairs, targets) {
+        logout::deletions(&pairs, targets)
+    } else {
+        Vec::new()
+    };
+    (decision, deletions)
+}
+
+fn junk(c: &mut Criterion) {
+    let e = engine("HS256");
+    let claims = json!({"sub": "u1", "name": "Ada Lovelace", "email": "ada@example.com", "iat": NOW, "exp": NOW + 3000});
+    let token = e
+        .seal(claims.as_object().expect("object"), "session")
+        .expect("seal");
+    // as the end-to-end test configures it: max_header_bytes raised to fit the junk
+    let targets = [Target {
+        name: "session".into(),
+        attributes: CookieAttributes {
+            path: "/".into(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+        },
+        max_chunks: cookies::max_valid_chunks(131_072, 3936),
+    }];
+    let header = |extra: &dyn Fn(usize) -> String| {
+        let mut v = format!("session={token}");
+        for i in 0..4300 {
+            v.push_str("; ");
+            v.push_str(&extra(i));
+        }
+        v
+    };
+    let cases = [
+        ("one_cookie", format!("session={token}")),
+        ("4300_junk_chunks", header(&|i| format!("session.{i}=x"))),
+        ("4300_other_cookies", header(&|i| format!("c{i}=x"))),
+    ];
+    let mut g = c.benchmark_group("junk_cookies");
+    for (label, value) in &cases {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_str(value).expect("header"),
+        );
+        let (d, dels) = upstream_401_path(&e, &targets, &headers);
+        assert_eq!(d.outcome.as_str(), "valid", "{label}: the session verifies");
+        assert!(dels.len() <= 40, "{label}: {} deletions", dels.len());
+        g.bench_function(*label, |b| {
+            b.iter(|| black_box(upstream_401_path(&e, &targets, black_box(&headers))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, junk);
 criterion_main!(benches);

@@ -520,27 +520,113 @@ pub fn vet_host(
     }
 }
 
-/// When a response carrying a session cookie is cacheable by shared caches (`public`,
-/// `s-maxage`), the `Cache-Control` to send instead: those directives dropped and
-/// `private` added, so no CDN stores someone's session. `None`: leave it.
-pub fn private_cache_control(value: &str) -> Option<String> {
-    let directives: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect();
-    let shared = |d: &&str| {
-        d.eq_ignore_ascii_case("public") || d.to_ascii_lowercase().starts_with("s-maxage")
-    };
-    if !directives.iter().any(shared) {
-        return None;
+/// What a response must change so that no shared cache (CDN, reverse proxy) can store
+/// it: DESIGN §10 "No storable secrets". See [`private_for_shared_caches`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PrivateCache {
+    /// The `Cache-Control` to send instead; `None`: keep it as it is.
+    pub cache_control: Option<String>,
+    /// CDN-targeted cache headers to remove.
+    pub remove: Vec<HeaderName>,
+}
+
+impl PrivateCache {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.cache_control.is_none() && self.remove.is_empty()
     }
-    let mut out: Vec<&str> = directives
-        .into_iter()
-        .filter(|d| !shared(d) && !d.eq_ignore_ascii_case("private"))
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1).
+const HEURISTICALLY_CACHEABLE: [u16; 12] =
+    [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Calls `f` with each directive of every `Cache-Control` field, split at commas
+/// outside quoted strings (`private="set-cookie, x-user"` is one directive), without
+/// allocating. Fields that are not visible ASCII are skipped.
+fn each_directive<'h>(headers: &'h HeaderMap, mut f: impl FnMut(&'h str)) {
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        let mut emit = |d: &'h str| {
+            let d = d.trim();
+            if !d.is_empty() {
+                f(d);
+            }
+        };
+        for (i, b) in value.bytes().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    emit(&value[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        emit(&value[start..]);
+    }
+}
+
+fn directive_name(d: &str) -> &str {
+    d.split('=').next().unwrap_or("").trim()
+}
+
+/// For a response that carries a session cookie or answers a `require` route: if a
+/// shared cache could store it (RFC 9111 §3: no `no-store` or unqualified `private`,
+/// and explicit freshness — `max-age`, `s-maxage`, `Expires`, `public` — or a
+/// heuristically cacheable status), the `Cache-Control` that makes it private:
+/// `public` and `s-maxage` dropped, `private` first, the app's other directives kept
+/// (a qualified `private="…"` only hides fields, so it becomes a plain `private`). The
+/// CDN-targeted headers (`CDN-Cache-Control` and vendor `*-CDN-Cache-Control`, RFC
+/// 9213; `Surrogate-Control`; Akamai's `Edge-Control`) are always removed: a CDN obeys
+/// them over `Cache-Control`.
+pub fn private_for_shared_caches(status: u16, headers: &HeaderMap) -> PrivateCache {
+    let remove: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n == "cdn-cache-control"
+                || n.ends_with("-cdn-cache-control")
+                || n == "surrogate-control"
+                || n == "edge-control"
+        })
+        .cloned()
         .collect();
-    out.insert(0, "private");
-    Some(out.join(", "))
+    let (mut no_store, mut private, mut fresh) = (false, false, false);
+    each_directive(headers, |d| {
+        let n = directive_name(d);
+        let is = |want: &str| n.eq_ignore_ascii_case(want);
+        no_store |= is("no-store");
+        // a qualified private="field" still lets shared caches store the rest
+        private |= d.eq_ignore_ascii_case("private");
+        fresh |= is("public") || is("s-maxage") || is("max-age");
+    });
+    let storable = !no_store
+        && !private
+        && (fresh
+            || headers.contains_key(http::header::EXPIRES)
+            || HEURISTICALLY_CACHEABLE.contains(&status));
+    let cache_control = storable.then(|| {
+        let mut out = String::from("private");
+        each_directive(headers, |d| {
+            let n = directive_name(d);
+            if !["public", "s-maxage", "private"]
+                .iter()
+                .any(|x| n.eq_ignore_ascii_case(x))
+            {
+                out.push_str(", ");
+                out.push_str(d);
+            }
+        });
+        out
+    });
+    PrivateCache {
+        cache_control,
+        remove,
+    }
 }
 
 #[cfg(test)]
@@ -883,16 +969,69 @@ mod tests {
 
     #[test]
     fn shared_cacheable_responses_become_private() {
+        let cc = |status: u16, pairs: &[(&str, &str)]| {
+            private_for_shared_caches(status, &map(pairs)).cache_control
+        };
+        let p = |s: &str| Some(s.to_string());
         assert_eq!(
-            private_cache_control("public, max-age=60").as_deref(),
-            Some("private, max-age=60")
+            cc(200, &[("cache-control", "public, max-age=60")]),
+            p("private, max-age=60")
         );
         assert_eq!(
-            private_cache_control("max-age=60, s-maxage=600").as_deref(),
-            Some("private, max-age=60")
+            cc(200, &[("cache-control", "max-age=60, S-Maxage=600")]),
+            p("private, max-age=60")
         );
-        assert_eq!(private_cache_control("no-store"), None);
-        assert_eq!(private_cache_control("private, max-age=5"), None);
+        assert_eq!(
+            cc(
+                302,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cache-control", "must-revalidate")
+                ]
+            ),
+            p("private, max-age=60, must-revalidate"),
+            "several fields are one list"
+        );
+        assert_eq!(
+            cc(
+                200,
+                &[("cache-control", "private=\"set-cookie, x\", no-cache")]
+            ),
+            p("private, no-cache"),
+            "a qualified private lets shared caches store the rest"
+        );
+        // heuristically cacheable statuses need nothing said
+        assert_eq!(cc(200, &[]), p("private"));
+        assert_eq!(cc(404, &[]), p("private"));
+        assert_eq!(cc(308, &[]), p("private"));
+        // others only with explicit freshness
+        assert_eq!(cc(302, &[]), None);
+        assert_eq!(cc(401, &[]), None);
+        assert_eq!(
+            cc(302, &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+            p("private")
+        );
+        assert_eq!(cc(303, &[("cache-control", "public")]), p("private"));
+        // already unstorable
+        assert_eq!(cc(200, &[("cache-control", "no-store")]), None);
+        assert_eq!(cc(200, &[("cache-control", "private, max-age=5")]), None);
+        assert_eq!(cc(200, &[("cache-control", "Private")]), None);
+    }
+
+    #[test]
+    fn cdn_targeted_cache_headers_are_removed() {
+        let h = map(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600"),
+            ("cloudflare-cdn-cache-control", "max-age=600"),
+            ("surrogate-control", "max-age=600"),
+            ("edge-control", "max-age=600"),
+            ("x-other", "1"),
+        ]);
+        let fix = private_for_shared_caches(200, &h);
+        assert_eq!(fix.cache_control, None);
+        assert_eq!(fix.remove.len(), 4);
+        assert!(private_for_shared_caches(200, &map(&[("cache-control", "no-store")])).is_empty());
     }
 
     #[test]

@@ -287,11 +287,14 @@ pub struct Target {
     pub name: String,
     /// Attributes it was set with.
     pub attributes: CookieAttributes,
+    /// Most chunks `name.N` deleted: the chunks a valid session could have
+    /// ([`cookies::max_valid_chunks`]); junk past them is never echoed back.
+    pub max_chunks: usize,
 }
 
 impl Target {
-    /// From a `clear_cookies` entry.
-    pub fn from_clear(c: &ClearCookie) -> Target {
+    /// From a `clear_cookies` entry, deleting at most `max_chunks` chunks of it.
+    pub fn from_clear(c: &ClearCookie, max_chunks: usize) -> Target {
         Target {
             name: c.name.clone(),
             attributes: CookieAttributes {
@@ -301,6 +304,7 @@ impl Target {
                 http_only: true,
                 same_site: SameSite::Lax,
             },
+            max_chunks,
         }
     }
 
@@ -312,18 +316,19 @@ impl Target {
     }
 }
 
-/// True when the request carried any of the targets' cookies (any prefix variant, any
-/// chunk).
+/// True when the request carried any of the targets' cookies (any prefix variant, the
+/// plain name with a value or the first chunk), in one pass over the cookies.
 pub fn carries_any(pairs: &[(&str, &str)], targets: &[Target]) -> bool {
-    targets.iter().any(|t| {
-        let base = t.base();
-        [
-            base.to_string(),
-            format!("__Secure-{base}"),
-            format!("__Host-{base}"),
-        ]
-        .iter()
-        .any(|v| cookies::read(pairs, v).is_some() || pairs.iter().any(|(k, _)| k == v))
+    pairs.iter().any(|(k, v)| {
+        targets.iter().any(|t| {
+            matches!(
+                cookies::member(k, t.base(), false).map(|m| m.part),
+                Some(cookies::Part::Plain) if !v.is_empty()
+            ) || matches!(
+                cookies::member(k, t.base(), false).map(|m| m.part),
+                Some(cookies::Part::Chunk(0))
+            )
+        })
     })
 }
 
@@ -334,42 +339,71 @@ pub fn carries_any(pairs: &[(&str, &str)], targets: &[Target]) -> bool {
 /// deletions are `Secure; Path=/` without Domain, `__Secure-` ones are `Secure`, as
 /// browsers require before they accept them.
 pub fn deletions(pairs: &[(&str, &str)], targets: &[Target]) -> Vec<String> {
+    deletions_bounded(pairs, targets).0
+}
+
+/// [`deletions`], and whether chunks past a target's `max_chunks` were carried (and not
+/// echoed back). Linear in the cookies: chunk indexes are collected in a bit set per
+/// variant, so each name is written once, and lines several targets share are
+/// de-duplicated with a hash set.
+pub fn deletions_bounded(pairs: &[(&str, &str)], targets: &[Target]) -> (Vec<String>, bool) {
     let mut out: Vec<String> = Vec::new();
+    // one target writes each line once; only several targets can repeat one
+    let dedupe = targets.len() > 1;
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut capped = false;
     for t in targets {
         let base = t.base();
-        for variant in [
-            base.to_string(),
-            format!("__Secure-{base}"),
-            format!("__Host-{base}"),
-        ] {
-            let mut names = vec![variant.clone()];
-            for (k, _) in pairs {
-                if k.strip_prefix(variant.as_str())
-                    .and_then(|r| r.strip_prefix('.'))
-                    .is_some_and(|n| n.parse::<usize>().is_ok())
-                    && !names.iter().any(|n| n == k)
-                {
-                    names.push(k.to_string());
+        let limit = t.max_chunks.min(cookies::MAX_CHUNKS);
+        // bit i of chunks[v] = chunk i of variant v was carried (MAX_CHUNKS fits a u64)
+        let mut chunks = [0u64; 3];
+        for (k, _) in pairs {
+            if let Some(cookies::Member {
+                prefix,
+                part: cookies::Part::Chunk(i),
+            }) = cookies::member(k, base, false)
+            {
+                if i < limit {
+                    let v = cookies::Prefix::ALL
+                        .iter()
+                        .position(|p| *p == prefix)
+                        .unwrap_or(0);
+                    chunks[v] |= 1u64 << i;
+                } else {
+                    capped = true;
                 }
             }
-            let mut scopes = vec![t.attributes.clone()];
-            if t.attributes.domain.is_some() {
-                scopes.push(CookieAttributes {
-                    domain: None,
-                    ..t.attributes.clone()
-                });
-            }
-            for name in &names {
-                for a in &scopes {
-                    let line = cookies::deletion(name, a);
-                    if !out.contains(&line) {
+        }
+        let mut scopes = vec![t.attributes.clone()];
+        if t.attributes.domain.is_some() {
+            scopes.push(CookieAttributes {
+                domain: None,
+                ..t.attributes.clone()
+            });
+        }
+        // one writer per scope: the attribute text is formatted once per prefix
+        let mut writers: Vec<cookies::DeletionWriter<'_>> =
+            scopes.iter().map(cookies::DeletionWriter::new).collect();
+        for (v, prefix) in cookies::Prefix::ALL.iter().enumerate() {
+            let variant = format!("{}{base}", prefix.as_str());
+            let carried = (0..limit).filter(|i| chunks[v] & (1u64 << i) != 0);
+            let names =
+                std::iter::once(variant.clone()).chain(carried.map(|i| format!("{variant}.{i}")));
+            for name in names {
+                for (scope, w) in writers.iter_mut().enumerate() {
+                    if *prefix == cookies::Prefix::Host && scope > 0 {
+                        // __Host- cookies have no Domain: every scope is the same line
+                        continue;
+                    }
+                    let line = w.line(&name);
+                    if !dedupe || seen.insert(line.clone()) {
                         out.push(line);
                     }
                 }
             }
         }
     }
-    out
+    (out, capped)
 }
 
 /// Counts redirects to the login page in a short-lived signed cookie (not per IP:
@@ -657,6 +691,50 @@ mod tests {
             v,
             serde_json::json!({"error": "session_expired", "login_url": "/login?callbackUrl=/a"})
         );
+    }
+
+    fn target(name: &str, domain: Option<&str>, max_chunks: usize) -> Target {
+        Target {
+            name: name.into(),
+            attributes: CookieAttributes {
+                path: "/".into(),
+                domain: domain.map(str::to_string),
+                secure: false,
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
+            max_chunks,
+        }
+    }
+
+    #[test]
+    fn deletions_are_bounded_and_written_once() {
+        let junk: Vec<String> = (0..4300).map(|i| format!("s.{i}=x")).collect();
+        let header = format!("s=tok; {}; __Secure-s.1=y; s.3=dup", junk.join("; "));
+        let pairs = cookies::pairs(&header);
+        let (lines, capped) = deletions_bounded(&pairs, &[target("s", None, 17)]);
+        assert!(capped);
+        // 3 variants + 17 plain chunks + 1 __Secure- chunk
+        assert_eq!(lines.len(), 3 + 17 + 1, "{lines:#?}");
+        let mut sorted = lines.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), lines.len(), "no line twice");
+        // a Domain adds the host-only twin, except for __Host- (it has no Domain)
+        let (lines, _) = deletions_bounded(&cookies::pairs("s=1"), &[target("s", Some("a.b"), 17)]);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        // two targets of one name: each line still once
+        let both = [target("s", None, 17), target("__Secure-s", None, 17)];
+        let (lines, _) = deletions_bounded(&cookies::pairs("s.0=1"), &both);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+    }
+
+    #[test]
+    fn carrying_a_session_means_a_value_or_a_first_chunk() {
+        let t = [target("s", None, 17)];
+        assert!(carries_any(&cookies::pairs("a=1; __Secure-s=v"), &t));
+        assert!(carries_any(&cookies::pairs("s.0=v"), &t));
+        assert!(!carries_any(&cookies::pairs("s=; s.4=v; sx=1"), &t));
     }
 
     #[test]

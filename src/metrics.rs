@@ -40,6 +40,12 @@ pub struct Metrics {
     pub connection_events: IntCounterVec,
     /// Client connections open now (lingering closes included).
     pub connections_open: IntGauge,
+    /// Session safety events, by event: limits hit (`chunk_limit`, `candidate_limit`,
+    /// `cookie_limit`, `deletion_limit`), upstream 401/403s passed through because rotagate itself had
+    /// refused the token (`passed_401_refused_token`, `passed_403_refused_token`), the
+    /// app's own session cookie winning over a rotation (`app_cookie_won`), and
+    /// responses made unstorable for shared caches (`made_private`).
+    pub session_events: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +133,14 @@ impl Metrics {
             &["event"],
         )
         .expect("static metric definition");
+        let session_events = IntCounterVec::new(
+            Opts::new(
+                "rotagate_session_events_total",
+                "Session safety events: limits hit, 401s passed through, app cookies that won, responses made private",
+            ),
+            &["event"],
+        )
+        .expect("static metric definition");
         let connections_open =
             IntGauge::new("rotagate_connections_open", "Client connections open now")
                 .expect("static metric definition");
@@ -142,6 +156,7 @@ impl Metrics {
             Box::new(hygiene.clone()),
             Box::new(connection_events.clone()),
             Box::new(connections_open.clone()),
+            Box::new(session_events.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -158,6 +173,7 @@ impl Metrics {
             hygiene,
             connection_events,
             connections_open,
+            session_events,
         }
     }
 

@@ -89,15 +89,28 @@ impl Runtime {
             None => None,
         };
         let mut logout_targets: Vec<Target> = Vec::new();
-        if let Some(crate::config::SessionMode::Reissue(r)) =
-            config.session.as_ref().map(|s| &s.mode)
-        {
+        let reissue = config.session.as_ref().map(|s| {
+            let crate::config::SessionMode::Reissue(r) = &s.mode;
+            r
+        });
+        // a valid session's chunks fit in one request header block: delete no more
+        let max_chunks = reissue.map_or(crate::session::cookies::MAX_CHUNKS, |r| {
+            crate::session::cookies::max_valid_chunks(config.listen.max_header_bytes, r.chunk_size)
+        });
+        if let Some(r) = reissue {
             logout_targets.push(Target {
                 name: r.cookie.clone(),
                 attributes: r.attributes.clone(),
+                max_chunks,
             });
         }
-        logout_targets.extend(config.logout.clear_cookies.iter().map(Target::from_clear));
+        logout_targets.extend(
+            config
+                .logout
+                .clear_cookies
+                .iter()
+                .map(|c| Target::from_clear(c, max_chunks)),
+        );
         let actions = config.nextjs.action_index.clone();
         Ok(Runtime {
             config,

@@ -97,7 +97,10 @@ async fn harness() -> Harness {
     Harness::start_in(dir, app().await, CFG).await
 }
 
-const SESSION: &str = "session=opaque-token-value";
+/// A session rotagate verifies (HS256 with the test secret, `iat` = T0, `exp` in 2036):
+/// an upstream 401 becomes a logout only for a token rotagate did not refuse itself
+/// (issue 9: a misconfigured key must never log everyone out).
+const SESSION: &str = "session=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsImlhdCI6MTc5MzQ5MTIwMCwiZXhwIjoyMTA4ODUxMjAwfQ.dBpx-VFiPMNMzTV7n8XUHhQjXigJaxqGXI8uocy8028";
 
 fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
     resp.headers()
@@ -123,7 +126,7 @@ async fn navigation_gets_303_to_login_with_every_session_cookie_deleted() {
         .header("sec-fetch-mode", "navigate")
         .header(
             "cookie",
-            "session.0=aaa; session.1=bbb; authjs.csrf-token=x; legacy_sid=1; other=keep",
+            "session.0=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsImlhdCI6MTc5MzQ5M; session.1=TIwMCwiZXhwIjoyMTA4ODUxMjAwfQ.dBpx-VFiPMNMzTV7n8XUHhQjXigJaxqGXI8uocy8028; authjs.csrf-token=x; legacy_sid=1; other=keep",
         )
         .send()
         .await

@@ -171,6 +171,12 @@ pub struct ReissueFile {
     /// `[[session.reissue.keys]]`.
     #[serde(default)]
     pub keys: Vec<Spanned<KeyFile>>,
+    /// `require_exp`.
+    pub require_exp: Option<bool>,
+    /// `issuer`.
+    pub issuer: Option<S>,
+    /// `audience`.
+    pub audience: Option<S>,
 }
 
 /// One `[[session.reissue.keys]]`.

@@ -338,6 +338,13 @@ pub struct Reissue {
     pub keys: Vec<KeySpec>,
     /// `secrets = [...]` (authjs formats): first encrypts, all decrypt.
     pub secrets: Vec<Secret>,
+    /// `require_exp` (default true): a token without `exp` is not a session; with
+    /// `false` it is, and its re-mint carries no `exp` either (a browser-session cookie).
+    pub require_exp: bool,
+    /// `issuer`: when set, a token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `audience`: when set, a token's `aud` (string or array) must name it.
+    pub audience: Option<String>,
 }
 
 /// `format` of re-issued tokens.

@@ -546,6 +546,12 @@ pub(super) fn validate(
         ));
     }
     if let Some(SessionMode::Reissue(r)) = session.as_ref().map(|s| &s.mode) {
+        if r.format == TokenFormat::Jwt && r.issuer.is_none() && r.audience.is_none() {
+            warnings.push(
+                "session.reissue: neither `issuer` nor `audience` is set: any token these keys sign is taken as a session (set them when the keys also sign tokens for other services)"
+                    .to_string(),
+            );
+        }
         if r.attributes.path != "/" {
             warnings.push(format!(
                 "session.reissue.path is {:?}: if the app sets its cookie with another Path, browsers keep two cookies of one name",
@@ -815,6 +821,19 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         .as_ref()
         .map(|_| cx.duration(&s.idle_timeout, Duration::ZERO));
     let leeway = cx.duration(&s.leeway, default_leeway);
+    let mut claim = |v: &Option<file::S>, what: &str| -> Option<String> {
+        let v = v.as_ref()?;
+        if v.get_ref().trim().is_empty() {
+            cx.bad_at(
+                v,
+                format!("expected the {what} tokens must name, found an empty string"),
+            );
+            return None;
+        }
+        Some(v.get_ref().clone())
+    };
+    let issuer = claim(&r.issuer, "issuer (`iss`)");
+    let audience = claim(&r.audience, "audience (`aud`)");
     Some(Session {
         rotate_every,
         absolute_timeout,
@@ -833,6 +852,9 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
             chunk_size,
             keys,
             secrets,
+            require_exp: r.require_exp.unwrap_or(true),
+            issuer,
+            audience,
         }),
     })
 }

@@ -28,14 +28,27 @@ impl Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.logout.take().is_none() {
+        let Some(plan) = ctx.logout.take() else {
+            return Ok(());
+        };
+        if plan.refused_token {
+            // rotagate stripped a token it could not verify (its keys, its policy): the
+            // app answered a request without a session, so this is no reason to log
+            // anyone out; a misconfigured key must never become a mass logout
+            let event = if resp.status.as_u16() == 401 {
+                "passed_401_refused_token"
+            } else {
+                "passed_403_refused_token"
+            };
+            self.session_event(event);
             return Ok(());
         }
         let cfg = &ctx.rt.config;
         let req = session.req_header();
         // only a request that carried a session cookie is logged out
         let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
-        let pairs = cookies::pairs(&cookie);
+        // as many cookies as the session decision read, no more (bounded work)
+        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
         if !logout::carries_any(&pairs, &ctx.rt.logout_targets) {
             return Ok(());
         }
@@ -65,9 +78,11 @@ impl Proxy {
             }
             answer.set_cookies.push(loop_cookie);
         }
-        answer
-            .set_cookies
-            .extend(logout::deletions(&pairs, &ctx.rt.logout_targets));
+        let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
+        if capped {
+            self.session_event("deletion_limit");
+        }
+        answer.set_cookies.extend(deletions);
         let reason = if resp.status.as_u16() == 401 {
             "upstream_401"
         } else {
@@ -176,7 +191,12 @@ impl Proxy {
                 .headers
                 .push(("clear-site-data", "\"cookies\"".into()));
         }
-        answer.set_cookies = logout::deletions(&cookies::pairs(&cookie), &ctx.rt.logout_targets);
+        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
+        let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
+        if capped {
+            self.session_event("deletion_limit");
+        }
+        answer.set_cookies = deletions;
         self.shared
             .metrics
             .logouts

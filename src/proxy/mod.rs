@@ -70,6 +70,10 @@ pub struct Ctx {
 struct LogoutPlan {
     on_401: bool,
     on_403: bool,
+    /// rotagate refused this request's token for a reason that may be its own (bad
+    /// signature, unknown `kid`, malformed, its policy) and stripped it: the 401/403
+    /// that follows is then rotagate's doing, and passes through without a logout.
+    refused_token: bool,
 }
 
 /// Replaces the upstream body: upstream chunks are dropped and `body` goes out at the

@@ -176,6 +176,16 @@ impl Proxy {
                 }
                 Outcome::None | Outcome::Valid => {}
             }
+            let limits = decision.limits;
+            for (hit, event) in [
+                (limits.too_many_chunks, "chunk_limit"),
+                (limits.too_many_candidates, "candidate_limit"),
+                (limits.too_many_cookies, "cookie_limit"),
+            ] {
+                if hit {
+                    self.session_event(event);
+                }
+            }
             ctx.session = Some(decision);
         }
         if self.enforce_access(session, ctx).await? {
@@ -191,7 +201,14 @@ impl Proxy {
                 && !req.headers.contains_key(http::header::AUTHORIZATION)
                 && !is_login_path(&ctx.log_path, &ctx.rt.config.logout.login_url);
             if eligible {
-                ctx.logout = Some(LogoutPlan { on_401, on_403 });
+                let refused_token = ctx.session.as_ref().is_some_and(
+                    |d| matches!(d.outcome, Outcome::Invalid(why) if !why.certainly_dead()),
+                );
+                ctx.logout = Some(LogoutPlan {
+                    on_401,
+                    on_403,
+                    refused_token,
+                });
             }
         }
         Ok(false)

@@ -5,7 +5,6 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::hygiene;
-use crate::session::cookies;
 
 use super::{Ctx, Proxy};
 
@@ -30,6 +29,14 @@ impl Proxy {
             }
         }
         let status = resp.status.as_u16();
+        // an answer on a `require` route is someone's own page: never for shared caches
+        let on_require_route = ctx
+            .route
+            .and_then(|i| ctx.rt.config.routes.get(i))
+            .is_some_and(|r| r.handles_sessions() && r.require.is_some());
+        if on_require_route {
+            self.make_private(resp)?;
+        }
         let rewrite = ctx
             .logout
             .as_ref()
@@ -43,29 +50,51 @@ impl Proxy {
         if decision.set_cookies.is_empty() {
             return Ok(());
         }
-        // when the app sets the session cookie itself on this response, its value wins
+        // when the app sets or deletes any cookie of the session itself (any twin, any
+        // chunk) on this response, its word wins and rotagate adds none
         let app_sets_it = resp
             .headers
             .get_all(http::header::SET_COOKIE)
             .iter()
-            .any(|v| {
-                v.to_str()
-                    .is_ok_and(|s| cookies::sets_session_cookie(s, engine.cookie_name()))
-            });
+            .any(|v| v.to_str().is_ok_and(|s| engine.sets_session_cookie(s)));
         if app_sets_it {
+            decision.set_cookies.clear();
+            self.session_event("app_cookie_won");
             return Ok(());
         }
         for value in decision.set_cookies.drain(..) {
             // append, never insert: insert would wipe the app's own Set-Cookie headers
             resp.append_header(http::header::SET_COOKIE, value)?;
         }
-        let cc = resp
-            .headers
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok());
-        if let Some(private) = cc.and_then(hygiene::private_cache_control) {
-            resp.insert_header(http::header::CACHE_CONTROL, private)?;
+        if !on_require_route {
+            self.make_private(resp)?;
         }
+        Ok(())
+    }
+
+    /// Counts one `rotagate_session_events_total{event}`.
+    pub(super) fn session_event(&self, event: &str) {
+        self.shared
+            .metrics
+            .session_events
+            .with_label_values(&[event])
+            .inc();
+    }
+
+    /// Makes `resp` unstorable for shared caches when it could be stored (DESIGN §10
+    /// "No storable secrets"): decided by [`hygiene::private_for_shared_caches`].
+    fn make_private(&self, resp: &mut ResponseHeader) -> Result<()> {
+        let fix = hygiene::private_for_shared_caches(resp.status.as_u16(), &resp.headers);
+        if fix.is_empty() {
+            return Ok(());
+        }
+        for name in &fix.remove {
+            resp.remove_header(name);
+        }
+        if let Some(cc) = fix.cache_control {
+            resp.insert_header(http::header::CACHE_CONTROL, cc)?;
+        }
+        self.session_event("made_private");
         Ok(())
     }
 }

@@ -33,6 +33,12 @@ pub enum Invalid {
     Malformed,
     /// `nbf` in the future.
     NotYetValid,
+    /// No `exp`, and `session.reissue.require_exp` is on.
+    MissingExp,
+    /// `iss` is not `session.reissue.issuer`.
+    WrongIssuer,
+    /// `aud` does not name `session.reissue.audience`.
+    WrongAudience,
 }
 
 impl Invalid {
@@ -45,6 +51,9 @@ impl Invalid {
             Invalid::UnknownKid => "unknown_kid",
             Invalid::Malformed => "malformed",
             Invalid::NotYetValid => "not_yet_valid",
+            Invalid::MissingExp => "missing_exp",
+            Invalid::WrongIssuer => "wrong_issuer",
+            Invalid::WrongAudience => "wrong_audience",
         }
     }
 
@@ -104,6 +113,20 @@ pub struct Decision {
     pub upstream_cookie: Option<Option<String>>,
     /// `Set-Cookie` values to append to the response.
     pub set_cookies: Vec<String>,
+    /// Limits this request hit (counted by the glue).
+    pub limits: Limits,
+}
+
+/// Bounds on the work one request may cause that this request reached (DESIGN §10).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// A chunk set had more than [`cookies::MAX_CHUNKS`] chunks (refused as malformed).
+    pub too_many_chunks: bool,
+    /// More tokens than [`cookies::MAX_CANDIDATES`] were carried; the rest were not tried.
+    pub too_many_candidates: bool,
+    /// More cookies than [`cookies::MAX_COOKIES`]: the rest were neither read nor
+    /// forwarded.
+    pub too_many_cookies: bool,
 }
 
 impl Decision {
@@ -113,6 +136,7 @@ impl Decision {
             claims: None,
             upstream_cookie: None,
             set_cookies: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -136,12 +160,18 @@ enum Codec {
 /// Verifies and re-mints the session cookie of one configuration.
 pub struct SessionEngine {
     cookie: String,
-    /// Names the session cookie may have, in preference order (Auth.js picks
-    /// `__Secure-` by protocol, so both are read).
+    /// Every name the session may have: removed upstream unless verified, and the app's
+    /// own `Set-Cookie` for any of them wins.
+    family: cookies::Family,
+    /// The twins read, in preference order (Auth.js picks `__Secure-` by protocol, so
+    /// both are read) …
+    read: Vec<cookies::Prefix>,
+    /// … and their full names (the Auth.js key salt).
     names: Vec<String>,
     attributes: CookieAttributes,
     chunk_size: usize,
     timing: Timing,
+    policy: rotate::Policy,
     codec: Codec,
 }
 
@@ -176,13 +206,22 @@ impl SessionEngine {
     /// Builds the engine for `[session]`.
     pub fn new(s: &Session) -> Result<SessionEngine, EngineError> {
         let SessionMode::Reissue(r) = &s.mode;
-        let names = cookie_names(r);
+        let read = read_prefixes(r);
+        let family = cookies::Family::new(&r.cookie, r.format != TokenFormat::Jwt);
+        let names: Vec<String> = read.iter().map(|p| family.name(*p)).collect();
         let codec = Self::codec(r, &names)?;
         Ok(SessionEngine {
             cookie: r.cookie.clone(),
+            family,
+            read,
             names,
             attributes: r.attributes.clone(),
             chunk_size: r.chunk_size,
+            policy: rotate::Policy {
+                require_exp: r.require_exp,
+                issuer: r.issuer.clone(),
+                audience: r.audience.clone(),
+            },
             timing: Timing {
                 rotate_every: s.rotate_every,
                 absolute_timeout: s.absolute_timeout,
@@ -211,12 +250,15 @@ impl SessionEngine {
         &self.cookie
     }
 
-    /// Deletion `Set-Cookie`s for every session cookie name in `names`.
-    pub fn deletions(&self, names: &[String]) -> Vec<String> {
-        names
-            .iter()
-            .map(|n| cookies::deletion(n, &self.attributes))
-            .collect()
+    /// Every name the session may have.
+    pub fn family(&self) -> &cookies::Family {
+        &self.family
+    }
+
+    /// True when a response `Set-Cookie` value sets or deletes any cookie of the session
+    /// (any twin, any chunk): the app wins, and rotagate adds none of its own.
+    pub fn sets_session_cookie(&self, set_cookie: &str) -> bool {
+        cookies::sets_session_cookie(set_cookie, &self.family)
     }
 
     fn open(&self, token: &str, cookie: &str) -> Result<Map<String, Value>, Invalid> {
@@ -224,6 +266,18 @@ impl SessionEngine {
             Codec::Jwt(k) => k.verify(token),
             Codec::Authjs(c) => c.open(token, cookie),
         }
+    }
+
+    /// Opens a candidate and checks its claims and times.
+    fn verify(&self, c: &cookies::Candidate<'_>, now: u64) -> Result<Map<String, Value>, Invalid> {
+        if c.too_many_chunks {
+            return Err(Invalid::Malformed);
+        }
+        let name = self.names.get(c.name).ok_or(Invalid::Malformed)?;
+        let claims = self.open(&c.token(), name)?;
+        rotate::check_claims(&claims, &self.policy)?;
+        rotate::check_times(&claims, now, &self.timing)?;
+        Ok(claims)
     }
 
     /// Seals `claims` into a token for `cookie` with the active key (also used by
@@ -236,90 +290,262 @@ impl SessionEngine {
     }
 
     /// Decides for one request. `cookie_header` is the request's merged `Cookie` value.
+    ///
+    /// Every token the request carries under a name that is read (duplicates, chunk
+    /// sets, plain and chunked, twins) is tried in order until one verifies (at most
+    /// [`cookies::MAX_CANDIDATES`]); the upstream then sees exactly that one, or no
+    /// session cookie at all: every other cookie of the family is removed. Tokens that
+    /// failed are deleted in the browser only when certainly dead.
     pub fn process(&self, cookie_header: Option<&str>, now: u64, may_rotate: bool) -> Decision {
         let Some(header) = cookie_header else {
             return Decision::none();
         };
-        let pairs = cookies::pairs(header);
-        let Some((name, carried)) = self
-            .names
-            .iter()
-            .find_map(|n| cookies::read(&pairs, n).map(|c| (n.as_str(), c)))
-        else {
-            return Decision::none();
+        let (pairs, too_many_cookies) = cookies::pairs_bounded(header, cookies::MAX_COOKIES);
+        let scan = cookies::scan(&pairs, &self.family, &self.read);
+        let mut limits = Limits {
+            too_many_chunks: false,
+            too_many_candidates: scan.dropped,
+            too_many_cookies,
         };
-        let verified = self
-            .open(&carried.token, name)
-            .and_then(|c| rotate::check_times(&c, now, &self.timing).map(|_| c));
-        let claims = match verified {
-            Ok(c) => c,
-            Err(why) => {
-                // never forwarded as if valid; deleted in the browser only when certainly dead
-                let set_cookies = if why.certainly_dead() {
-                    self.deletions(&carried.names)
-                } else {
-                    Vec::new()
-                };
-                return Decision {
-                    outcome: Outcome::Invalid(why),
-                    claims: None,
-                    upstream_cookie: Some(cookies::rewrite(&pairs, name, &[])),
-                    set_cookies,
-                };
+        if scan.members == 0 {
+            let mut d = Decision::none();
+            if too_many_cookies {
+                // the cookies past the limit were never looked at: they do not go on
+                d.upstream_cookie = Some(cookies::rewrite(&pairs, &self.family, &[]));
+                d.limits = limits;
             }
+            return d;
+        }
+        let mut failure: Option<Invalid> = None;
+        let mut dead: Vec<&str> = Vec::new();
+        let mut verified = None;
+        for c in &scan.candidates {
+            limits.too_many_chunks |= c.too_many_chunks;
+            match self.verify(c, now) {
+                Ok(claims) => {
+                    verified = Some((c, claims));
+                    break;
+                }
+                Err(why) => {
+                    if why.certainly_dead() {
+                        dead.extend(c.cookies().iter().map(|(k, _)| *k));
+                    }
+                    // a refusal that may be rotagate's own doing (its keys, its policy)
+                    // is what the request reports: it must never turn into a logout
+                    if failure.is_none_or(|f| f.certainly_dead() && !why.certainly_dead()) {
+                        failure = Some(why);
+                    }
+                }
+            }
+        }
+        let Some((carried, claims)) = verified else {
+            // never forwarded as if valid; deleted in the browser only when certainly dead
+            return Decision {
+                outcome: failure.map_or(Outcome::None, Outcome::Invalid),
+                claims: None,
+                upstream_cookie: Some(cookies::rewrite(&pairs, &self.family, &[])),
+                set_cookies: cookies::deletions_except(&dead, std::iter::empty(), &self.attributes),
+                limits,
+            };
         };
+        let kept = carried.cookies();
         if !(may_rotate && rotate::due(&claims, now, &self.timing)) {
             return Decision {
                 outcome: Outcome::Valid,
                 claims: Some(Arc::new(claims)),
-                upstream_cookie: None,
-                set_cookies: Vec::new(),
+                // one truth upstream: untouched only when nothing else of the family came
+                upstream_cookie: (scan.members != kept.len() || too_many_cookies)
+                    .then(|| cookies::rewrite(&pairs, &self.family, kept)),
+                set_cookies: cookies::deletions_except(
+                    &dead,
+                    kept.iter().map(|(k, _)| *k),
+                    &self.attributes,
+                ),
+                limits,
             };
         }
         let always_jti = matches!(self.codec, Codec::Authjs(_));
         let (next, lifetime) = rotate::reissue(&claims, now, &self.timing, always_jti);
+        let name = self
+            .names
+            .get(carried.name)
+            .map_or(self.cookie.as_str(), String::as_str);
         let Some(token) = self.seal(&next, name) else {
             // signing failed (no entropy?): keep the valid session as it is
             return Decision {
                 outcome: Outcome::Valid,
                 claims: Some(Arc::new(claims)),
-                upstream_cookie: None,
+                upstream_cookie: (scan.members != kept.len() || too_many_cookies)
+                    .then(|| cookies::rewrite(&pairs, &self.family, kept)),
                 set_cookies: Vec::new(),
+                limits,
             };
         };
         let parts = cookies::split(name, &token, self.chunk_size);
+        let mut stale: Vec<&str> = kept.iter().map(|(k, _)| *k).collect();
+        stale.extend_from_slice(&dead);
         let set_cookies = cookies::set_cookies(
             &parts,
             &self.attributes,
-            lifetime as i64,
+            lifetime.map(|l| l as i64),
             now,
-            &carried.names,
+            &stale,
         );
+        let forwarded: Vec<(&str, &str)> = parts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         Decision {
             outcome: Outcome::Rotated,
             claims: Some(Arc::new(next)),
-            upstream_cookie: Some(cookies::rewrite(&pairs, name, &parts)),
+            upstream_cookie: Some(cookies::rewrite(&pairs, &self.family, &forwarded)),
             set_cookies,
+            limits,
         }
     }
 }
 
-/// The cookie names a session may be carried under: the configured one, and for the
-/// Auth.js formats also its `__Secure-` twin (Auth.js picks the prefix by protocol).
-fn cookie_names(r: &Reissue) -> Vec<String> {
-    match r.format {
-        TokenFormat::Jwt => vec![r.cookie.clone()],
-        TokenFormat::Authjs | TokenFormat::AuthjsV4 => {
-            let base = r.cookie.strip_prefix("__Secure-").unwrap_or(&r.cookie);
-            vec![format!("__Secure-{base}"), base.to_string()]
-        }
+/// The twins a session is read under, in preference order: the configured one, and for
+/// the Auth.js formats also the `__Secure-` and plain twins (Auth.js picks the prefix
+/// by protocol).
+fn read_prefixes(r: &Reissue) -> Vec<cookies::Prefix> {
+    use cookies::Prefix;
+    let configured = Prefix::split(&r.cookie).0;
+    match (r.format, configured) {
+        (TokenFormat::Jwt, p) | (_, p @ Prefix::Host) => vec![p],
+        (TokenFormat::Authjs | TokenFormat::AuthjsV4, _) => vec![Prefix::Secure, Prefix::None],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{KeySpec, SameSite};
+    use crate::secret::Secret;
     use http::{HeaderValue, Method};
+    use serde_json::json;
+    use std::time::Duration;
+
+    const NOW: u64 = 1_000_000;
+
+    fn engine(require_exp: bool) -> SessionEngine {
+        SessionEngine::new(&Session {
+            rotate_every: Duration::from_secs(300),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            idle_timeout: None,
+            leeway: Duration::from_secs(30),
+            mode: SessionMode::Reissue(Reissue {
+                cookie: "s".into(),
+                format: TokenFormat::Jwt,
+                attributes: CookieAttributes {
+                    path: "/".into(),
+                    domain: None,
+                    secure: false,
+                    http_only: true,
+                    same_site: SameSite::Lax,
+                },
+                chunk_size: 3936,
+                keys: vec![KeySpec {
+                    kid: None,
+                    alg: "HS256".into(),
+                    secret: Some(Secret::new(
+                        b"unit-secret-unit-secret-unit-secret!".to_vec(),
+                    )),
+                    private_key_pem: None,
+                    public_key_pem: None,
+                    origin: "test".into(),
+                }],
+                secrets: vec![],
+                require_exp,
+                issuer: None,
+                audience: None,
+            }),
+        })
+        .unwrap()
+    }
+
+    fn token(e: &SessionEngine, claims: Value) -> String {
+        e.seal(claims.as_object().unwrap(), "s").unwrap()
+    }
+
+    #[test]
+    fn one_truth_upstream() {
+        let e = engine(true);
+        let good = token(&e, json!({"sub": "a", "iat": NOW, "exp": NOW + 60}));
+        // alone: the header is left as sent, no allocation for the upstream
+        let d = e.process(Some(&format!("x=1; s={good}")), NOW, true);
+        assert_eq!((d.outcome, d.upstream_cookie), (Outcome::Valid, None));
+        // with junk of the family around it: only the verified one goes on
+        let d = e.process(
+            Some(&format!("s=bad; x=1; s={good}; __Host-s=z; s.9=q")),
+            NOW,
+            true,
+        );
+        assert_eq!(d.outcome, Outcome::Valid);
+        assert_eq!(d.upstream_cookie, Some(Some(format!("s={good}; x=1"))));
+        assert!(
+            d.set_cookies.is_empty(),
+            "nothing certainly dead was carried"
+        );
+        // nothing verifies: the whole family is removed
+        let d = e.process(Some("s=bad; x=1; s.0=a"), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
+        assert_eq!(d.upstream_cookie, Some(Some("x=1".into())));
+        // only strays: no session, and still nothing of the family forwarded
+        let d = e.process(Some("s.3=a; x=1; s="), NOW, true);
+        assert_eq!(d.outcome, Outcome::None);
+        assert_eq!(d.upstream_cookie, Some(Some("x=1".into())));
+    }
+
+    #[test]
+    fn a_refusal_rotagate_may_have_caused_outranks_a_dead_token() {
+        let e = engine(true);
+        let dead = token(
+            &e,
+            json!({"sub": "a", "iat": NOW - 7200, "exp": NOW - 3600}),
+        );
+        let d = e.process(Some(&format!("s={dead}; s=forged")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
+        // the dead one is still deleted in the browser
+        assert_eq!(d.set_cookies.len(), 1);
+        assert!(d.set_cookies[0].starts_with("s=; "));
+        let d = e.process(Some(&format!("s={dead}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Expired));
+    }
+
+    #[test]
+    fn a_dead_twin_is_deleted_next_to_a_rotation_but_never_the_new_cookie() {
+        let e = engine(true);
+        let dead = token(
+            &e,
+            json!({"sub": "a", "iat": NOW - 7200, "exp": NOW - 3600}),
+        );
+        let due = token(&e, json!({"sub": "a", "iat": NOW - 600, "exp": NOW + 3000}));
+        let d = e.process(Some(&format!("s={dead}; s={due}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Rotated);
+        assert_eq!(d.set_cookies.len(), 1, "{:?}", d.set_cookies);
+        assert!(d.set_cookies[0].contains("Max-Age=3600"));
+    }
+
+    #[test]
+    fn missing_exp_is_refused_unless_allowed() {
+        let claims = json!({"sub": "a", "iat": NOW - 600});
+        let strict = engine(true);
+        let t = token(&strict, claims.clone());
+        assert_eq!(
+            strict.process(Some(&format!("s={t}")), NOW, true).outcome,
+            Outcome::Invalid(Invalid::MissingExp)
+        );
+        let lax = engine(false);
+        let d = lax.process(Some(&format!("s={t}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Rotated);
+        assert!(
+            !d.set_cookies[0].contains("Max-Age"),
+            "{}",
+            d.set_cookies[0]
+        );
+        assert!(!d.claims.unwrap().contains_key("exp"));
+    }
 
     #[test]
     fn rotation_is_never_attempted_on_prefetch_head_options_or_upgrades() {

@@ -24,6 +24,42 @@ pub struct Timing {
 /// Claim that carries the first issue time when the token has no `auth_time`.
 pub const RG_AUTH_TIME: &str = "rg_auth_time";
 
+/// What a verified token's claims must say, beyond its times (`[session.reissue]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `require_exp` (default true): a token without `exp` is not a session.
+    pub require_exp: bool,
+    /// `issuer`: `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `audience`: `aud` (a string or an array) must name it.
+    pub audience: Option<String>,
+}
+
+/// Checks the claims `policy` asks for: `exp` present, `iss`, `aud`. A token that fails
+/// is refused but not deleted: the policy is rotagate's configuration, not the token's
+/// death.
+pub fn check_claims(claims: &Map<String, Value>, policy: &Policy) -> Result<(), Invalid> {
+    if policy.require_exp && !claims.contains_key("exp") {
+        return Err(Invalid::MissingExp);
+    }
+    if let Some(iss) = &policy.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+            return Err(Invalid::WrongIssuer);
+        }
+    }
+    if let Some(aud) = &policy.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(s)) => s == aud,
+            Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(aud.as_str())),
+            _ => false,
+        };
+        if !ok {
+            return Err(Invalid::WrongAudience);
+        }
+    }
+    Ok(())
+}
+
 fn num(claims: &Map<String, Value>, k: &str) -> Option<u64> {
     claims.get(k).and_then(|v| {
         v.as_u64()
@@ -31,11 +67,14 @@ fn num(claims: &Map<String, Value>, k: &str) -> Option<u64> {
     })
 }
 
-/// The first issue time: `auth_time` (OIDC), else `rg_auth_time`, else `iat`.
+/// The first issue time: `auth_time` (OIDC) or `rg_auth_time`, the earlier when both
+/// are present (rotagate adds `rg_auth_time` next to an `auth_time` only to carry a
+/// stricter limit), else `iat`.
 pub fn first_issued(claims: &Map<String, Value>) -> Option<u64> {
-    num(claims, "auth_time")
-        .or_else(|| num(claims, RG_AUTH_TIME))
-        .or_else(|| num(claims, "iat"))
+    match (num(claims, "auth_time"), num(claims, RG_AUTH_TIME)) {
+        (Some(a), Some(r)) => Some(a.min(r)),
+        (a, r) => a.or(r).or_else(|| num(claims, "iat")),
+    }
 }
 
 /// Time checks of a verified token: expiry (with leeway), not-before, absolute age and
@@ -77,32 +116,52 @@ pub fn due(claims: &Map<String, Value>, now: u64, t: &Timing) -> bool {
     }
 }
 
-/// The claims of the re-minted token and its lifetime in seconds from `now`. A `jti`
-/// is replaced when present, and added when `always_jti` (formats that always have one).
+/// The claims of the re-minted token and its lifetime in seconds from `now` (`None`:
+/// the token has no `exp`, and neither has its re-mint). A `jti` is replaced when
+/// present, and added when `always_jti` (formats that always have one).
+///
+/// The new `exp` is now + the token's own lifetime (`exp − iat`, or `absolute_timeout`
+/// when it has no `iat`), capped at first issue + `absolute_timeout`. A token without
+/// `iat` keeps its own `exp` as its limit: its first issue time is taken as the earliest
+/// that `exp` allows (`exp − absolute_timeout`) and carried in `rg_auth_time`, so no
+/// re-mint, now or later, outlives the `exp` it came with.
 pub fn reissue(
     claims: &Map<String, Value>,
     now: u64,
     t: &Timing,
     always_jti: bool,
-) -> (Map<String, Value>, u64) {
+) -> (Map<String, Value>, Option<u64>) {
     let mut next = claims.clone();
+    let absolute = t.absolute_timeout.as_secs();
     let iat = num(claims, "iat");
-    let first = first_issued(claims).unwrap_or(now);
-    let lifetime = match (iat, num(claims, "exp")) {
-        (Some(i), Some(e)) if e > i => e - i,
-        _ => t.absolute_timeout.as_secs(),
-    };
-    let cap = first.saturating_add(t.absolute_timeout.as_secs());
-    let exp = now.saturating_add(lifetime).min(cap).max(now);
-    if !claims.contains_key("auth_time") && !claims.contains_key(RG_AUTH_TIME) {
+    let exp = num(claims, "exp");
+    let mut first = first_issued(claims);
+    if let (None, Some(e)) = (iat, exp) {
+        let earliest = e.saturating_sub(absolute);
+        if first.is_none_or(|f| f > earliest) {
+            next.insert(RG_AUTH_TIME.into(), Value::from(earliest));
+            first = Some(earliest);
+        }
+    }
+    let first = first.unwrap_or(now);
+    if !claims.contains_key("auth_time") && !next.contains_key(RG_AUTH_TIME) {
         next.insert(RG_AUTH_TIME.into(), Value::from(first));
     }
     next.insert("iat".into(), Value::from(now));
-    next.insert("exp".into(), Value::from(exp));
+    let lifetime = exp.map(|e| {
+        let own = match iat {
+            Some(i) if e > i => e - i,
+            _ => absolute,
+        };
+        let cap = first.saturating_add(absolute);
+        let new_exp = now.saturating_add(own).min(cap).max(now);
+        next.insert("exp".into(), Value::from(new_exp));
+        new_exp - now
+    });
     if always_jti || claims.contains_key("jti") {
         next.insert("jti".into(), Value::String(new_jti()));
     }
-    (next, exp - now)
+    (next, lifetime)
 }
 
 /// A random UUID v4, as Auth.js and most JWT libraries write `jti`.
@@ -155,7 +214,7 @@ mod tests {
         let (n, life) = reissue(&c, 2000, &t(), false);
         assert_eq!(n["iat"], 2000);
         assert_eq!(n["exp"], 5600);
-        assert_eq!(life, 3600);
+        assert_eq!(life, Some(3600));
         assert_eq!(n["sub"], "u1");
         assert_eq!(n["role"], json!(["a"]));
         assert_eq!(n[RG_AUTH_TIME], 1000);
@@ -170,13 +229,87 @@ mod tests {
         let c = m(json!({"iat": 1000, "exp": 4600, "auth_time": 1000}));
         let now = 1000 + 12 * 3600 - 600;
         let (n, life) = reissue(&c, now, &t(), false);
-        assert_eq!(life, 600);
+        assert_eq!(life, Some(600));
         assert_eq!(n["exp"], 1000 + 12 * 3600);
         assert!(
             !n.contains_key(RG_AUTH_TIME),
             "auth_time already carries it"
         );
         assert!(!n.contains_key("jti"));
+    }
+
+    #[test]
+    fn a_token_without_iat_never_outlives_its_exp() {
+        let abs = 12 * 3600;
+        let mut c = m(json!({"sub": "u", "exp": 100_000 + 600}));
+        for now in [100_000, 100_400, 100_590] {
+            let (n, life) = reissue(&c, now, &t(), false);
+            assert_eq!(n["exp"], 100_600, "at {now}");
+            assert_eq!(life, Some(100_600 - now));
+            assert_eq!(n[RG_AUTH_TIME], 100_600 - abs);
+            assert_eq!(check_times(&n, now, &t()), Ok(()));
+            c = n;
+        }
+        assert_eq!(check_times(&c, 100_600, &t()), Err(Invalid::OverAge));
+        // with an auth_time that allows more, the stricter limit still travels
+        let c = m(json!({"auth_time": 100_000, "exp": 100_600}));
+        let (n, _) = reissue(&c, 100_100, &t(), false);
+        assert_eq!(first_issued(&n), Some(100_600 - abs));
+        assert_eq!(n["auth_time"], 100_000, "the app's claim is kept");
+        let (n2, _) = reissue(&n, 100_500, &t(), false);
+        assert_eq!(n2["exp"], 100_600);
+    }
+
+    #[test]
+    fn a_token_without_exp_is_reminted_without_one() {
+        let c = m(json!({"sub": "u", "iat": 1000}));
+        let (n, life) = reissue(&c, 2000, &t(), false);
+        assert_eq!(life, None);
+        assert!(!n.contains_key("exp"));
+        assert_eq!(n[RG_AUTH_TIME], 1000);
+        assert_eq!(
+            check_times(&n, 1000 + 12 * 3600, &t()),
+            Err(Invalid::OverAge),
+            "absolute_timeout still ends it"
+        );
+    }
+
+    #[test]
+    fn claims_policy() {
+        let p = Policy {
+            require_exp: true,
+            issuer: Some("https://i".into()),
+            audience: Some("app".into()),
+        };
+        let ok = m(json!({"exp": 1, "iss": "https://i", "aud": ["x", "app"]}));
+        assert_eq!(check_claims(&ok, &p), Ok(()));
+        for (c, why) in [
+            (
+                json!({"iss": "https://i", "aud": "app"}),
+                Invalid::MissingExp,
+            ),
+            (
+                json!({"exp": 1, "iss": "https://j", "aud": "app"}),
+                Invalid::WrongIssuer,
+            ),
+            (json!({"exp": 1, "aud": "app"}), Invalid::WrongIssuer),
+            (
+                json!({"exp": 1, "iss": "https://i", "aud": "x"}),
+                Invalid::WrongAudience,
+            ),
+            (
+                json!({"exp": 1, "iss": "https://i", "aud": 5}),
+                Invalid::WrongAudience,
+            ),
+            (
+                json!({"exp": 1, "iss": "https://i"}),
+                Invalid::WrongAudience,
+            ),
+        ] {
+            assert_eq!(check_claims(&m(c.clone()), &p), Err(why), "{c}");
+        }
+        let lax = Policy::default();
+        assert_eq!(check_claims(&m(json!({"sub": "u"})), &lax), Ok(()));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //   {"op":"v5-decode","secret":["…"],"salt":"…","jwt":"…"}                                  -> {"payload":{…}|null}
 //   {"op":"v4-encode","secret":"…","token":{…},"maxAge":2592000}                             -> {"jwt":"…"}
 //   {"op":"v4-decode","secret":"…","jwt":"…"}                                                -> {"payload":{…}|null}
+//   {"op":"v5-signout","secret":"…","origin":"https://…","cookie":"…"}                       -> {"status":302,"set_cookies":[…]}
+// v5-signout runs @auth/core's own sign-out action (`Auth()` on POST /api/auth/signout,
+// CSRF token fetched from /api/auth/csrf first, as the client does) on a request that
+// carries `cookie`, and reports the response's status and Set-Cookie lines.
+import { Auth } from "@auth/core";
 import { encode as encodeV5, decode as decodeV5 } from "@auth/core/jwt";
 import { createRequire } from "node:module";
 
@@ -25,6 +30,23 @@ try {
     case "v5-decode":
       out = { payload: await decodeV5({ token: input.jwt, secret: input.secret, salt: input.salt }) };
       break;
+    case "v5-signout": {
+      const config = { providers: [], secret: input.secret, trustHost: true, basePath: "/api/auth" };
+      const csrf = await Auth(new Request(`${input.origin}/api/auth/csrf`), config);
+      const { csrfToken } = await csrf.json();
+      const csrfCookie = csrf.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+      const cookie = input.cookie ? `${csrfCookie}; ${input.cookie}` : csrfCookie;
+      const res = await Auth(
+        new Request(`${input.origin}/api/auth/signout`, {
+          method: "POST",
+          headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ csrfToken, callbackUrl: "/" }),
+        }),
+        config,
+      );
+      out = { status: res.status, location: res.headers.get("location"), set_cookies: res.headers.getSetCookie() };
+      break;
+    }
     case "v4-encode":
       out = { jwt: await encodeV4({ token: input.token, secret: input.secret, maxAge: input.maxAge }) };
       break;

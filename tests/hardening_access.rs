@@ -1379,3 +1379,33 @@ fn new_keys_are_validated() {
     assert!(cfg.csrf.allow_same_site);
     assert!(!parse("").unwrap().csrf.allow_same_site, "off by default");
 }
+
+/// A Server Action posted to a route without session work (here `bypass`) but held to
+/// an owner's `require`: the app gets only the cookie rotagate verified, and its answer
+/// is never for shared caches — as on the owner's own route.
+#[tokio::test]
+async fn an_action_on_a_bypass_route_gets_one_truth_upstream_and_a_private_answer() {
+    let up = upstream(Arc::new(|_req| {
+        Box::pin(async {
+            hyper::Response::builder()
+                .status(200)
+                .header("cache-control", "public, max-age=60")
+                .header("cdn-cache-control", "max-age=600")
+                .body(full("action result"))
+                .unwrap()
+        })
+    }))
+    .await;
+    let m = manifest(&[("paid1", &["app/premium/page"])]);
+    let h = start(up, &format!("{JWT_SESSION}{EVERY_CFG}"), Some(&m)).await;
+    // a forged second `session` cookie rides along with the paid user's real one
+    let forged = "session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.forged";
+    let cookie = format!("{forged}; {}; other=1", paid());
+    let r = post_action(&h, "/api/auth/signin", "paid1", Some(&cookie), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "cache-control"), "private, max-age=60");
+    assert!(r.headers().get("cdn-cache-control").is_none());
+    let seen = h.upstream.last().header("cookie").unwrap_or_default();
+    assert_eq!(seen, format!("{}; other=1", paid()), "{seen}");
+    h.shutdown().await;
+}

@@ -111,13 +111,16 @@ impl Proxy {
         if reqs.routes.is_empty() {
             return Ok(false);
         }
+        // whatever answers this request belongs to someone: never for shared caches
+        ctx.held_to_require = true;
         let req = session.req_header();
-        // an action posted to a route without session work still needs the session
+        // an action posted to a route without session work still needs the session; the
+        // app then gets only the cookie verified here (one truth upstream), but nothing
+        // is set in the browser on a route that does no session work
         if ctx.session.is_none() {
             if let Some(engine) = &rt.session {
                 let cookie = hygiene::merged_cookie(&req.headers);
                 let mut d = engine.process(cookie.as_deref(), self.shared.clock.now_unix(), false);
-                d.upstream_cookie = None;
                 d.set_cookies.clear();
                 ctx.session = Some(d);
             }

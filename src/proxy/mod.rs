@@ -62,6 +62,9 @@ pub struct Ctx {
     /// A CORS preflight on a `require` route: forwarded without credentials, and only
     /// its CORS headers come back.
     preflight: bool,
+    /// Set by the gate when some `require` applied to this request (its route's, or
+    /// those of a Server Action's owners): the response is never for shared caches.
+    held_to_require: bool,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -155,6 +158,7 @@ impl ProxyHttp for Proxy {
             body: None,
             host: None,
             preflight: false,
+            held_to_require: false,
         }
     }
 

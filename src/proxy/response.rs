@@ -30,10 +30,11 @@ impl Proxy {
         }
         let status = resp.status.as_u16();
         // an answer on a `require` route is someone's own page: never for shared caches
-        let on_require_route = ctx
-            .route
-            .and_then(|i| ctx.rt.config.routes.get(i))
-            .is_some_and(|r| r.handles_sessions() && r.require.is_some());
+        let on_require_route = ctx.held_to_require
+            || ctx
+                .route
+                .and_then(|i| ctx.rt.config.routes.get(i))
+                .is_some_and(|r| r.handles_sessions() && r.require.is_some());
         if on_require_route {
             self.make_private(resp)?;
         }

@@ -11,7 +11,7 @@ use super::respond::{respond, respond_answer};
 use crate::actions::{self, ActionRequest, FormLook, FORM_LOOK_LIMIT};
 use crate::config::OnDeny;
 use crate::logout::{self, Answer, Kind};
-use crate::matcher::{locale, RequestParts};
+use crate::matcher::RequestParts;
 use crate::session::cookies;
 use crate::{access, hygiene};
 
@@ -70,12 +70,7 @@ impl Proxy {
         // only Server Action requests look past the matched route: the rest pay nothing
         let path = match action {
             ActionRequest::None => Cow::Borrowed(ctx.log_path.as_str()),
-            _ => locale::localise(
-                &ctx.log_path,
-                &nx.base_path,
-                &nx.locales,
-                &nx.default_locale,
-            ),
+            _ => ctx.match_path(),
         };
         let parts = RequestParts {
             method: req.method.as_str(),
@@ -156,27 +151,15 @@ impl Proxy {
                 Some(mut a) => {
                     // only a login rotagate's own session decision caused can be a loop
                     if kind != Kind::Fetch && logout::login_counts_toward_loop(outcome) {
-                        let pairs_src = hygiene::merged_cookie(&req.headers).unwrap_or_default();
-                        let secure = cfg
-                            .listen
-                            .public_origin
-                            .as_ref()
-                            .is_some_and(|o| o.scheme == "https");
-                        let (broken, c) = self.shared.loop_breaker.record(
-                            &cookies::pairs(&pairs_src),
-                            self.shared.clock.now_unix(),
-                            &cfg.logout,
-                            secure,
-                        );
-                        if broken {
-                            a = logout::loop_page(&cfg.logout);
+                        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+                        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
+                        if self.count_login_redirect(&mut a, &pairs, cfg) {
                             self.shared
                                 .metrics
                                 .logouts
                                 .with_label_values(&["access_login", "loop_breaker"])
                                 .inc();
                         }
-                        a.set_cookies.push(c);
                     }
                     a
                 }

@@ -21,6 +21,33 @@ fn kept_on_rewrite(name: &http::HeaderName) -> bool {
 }
 
 impl Proxy {
+    /// Counts one more redirect to login in the loop breaker (DESIGN §5): appends the
+    /// breaker's cookie to `answer`, and replaces the answer with the explanatory page
+    /// (returning `true`) when the loop is broken.
+    pub(super) fn count_login_redirect(
+        &self,
+        answer: &mut Answer,
+        pairs: &[(&str, &str)],
+        cfg: &crate::config::Config,
+    ) -> bool {
+        let secure = cfg
+            .listen
+            .public_origin
+            .as_ref()
+            .is_some_and(|o| o.scheme == "https");
+        let (broken, cookie) = self.shared.loop_breaker.record(
+            pairs,
+            self.shared.clock.now_unix(),
+            &cfg.logout,
+            secure,
+        );
+        if broken {
+            *answer = logout::loop_page(&cfg.logout);
+        }
+        answer.set_cookies.push(cookie);
+        broken
+    }
+
     /// request (DESIGN §5). Prefetches pass through untouched.
     pub(super) async fn rewrite_to_logout(
         &self,
@@ -60,23 +87,8 @@ impl Proxy {
             return Ok(());
         };
         let mut kind = request_kind.as_str();
-        if request_kind != Kind::Fetch {
-            let secure = cfg
-                .listen
-                .public_origin
-                .as_ref()
-                .is_some_and(|o| o.scheme == "https");
-            let (broken, loop_cookie) = self.shared.loop_breaker.record(
-                &pairs,
-                self.shared.clock.now_unix(),
-                &cfg.logout,
-                secure,
-            );
-            if broken {
-                answer = logout::loop_page(&cfg.logout);
-                kind = "loop_breaker";
-            }
-            answer.set_cookies.push(loop_cookie);
+        if request_kind != Kind::Fetch && self.count_login_redirect(&mut answer, &pairs, cfg) {
+            kind = "loop_breaker";
         }
         let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
         if capped {

@@ -87,6 +87,18 @@ struct BodyRewrite {
 }
 
 impl Ctx {
+    /// The path rules are matched against: the normalised path, with the default
+    /// locale added when the app has locales and the path names none (as Next does).
+    fn match_path(&self) -> std::borrow::Cow<'_, str> {
+        let nx = &self.rt.config.nextjs;
+        crate::matcher::locale::localise(
+            &self.log_path,
+            &nx.base_path,
+            &nx.locales,
+            &nx.default_locale,
+        )
+    }
+
     fn route_name(&self) -> &str {
         match self.route {
             Some(i) => self

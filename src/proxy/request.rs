@@ -6,7 +6,7 @@ use pingora::proxy::Session;
 
 use super::respond::respond_text;
 use crate::config::UpstreamStatusAction;
-use crate::matcher::{locale, path, RequestParts};
+use crate::matcher::{path, RequestParts};
 use crate::session::{self, Outcome};
 use crate::{access, hygiene};
 
@@ -119,13 +119,7 @@ impl Proxy {
 
         let req = session.req_header();
         // with i18n, rules see the path with the default locale added, as Next's do
-        let nx = &ctx.rt.config.nextjs;
-        let match_path = locale::localise(
-            &ctx.log_path,
-            &nx.base_path,
-            &nx.locales,
-            &nx.default_locale,
-        );
+        let match_path = ctx.match_path();
         let parts = RequestParts {
             method: req.method.as_str(),
             host: ctx.host.as_ref().map(|h| h.name.as_str()),

@@ -12,8 +12,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use rotagate::clock::ManualClock;
-use rotagate::server::{self, StartOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,28 +92,9 @@ async fn start(up: Upstream, extra: &str, manifest_json: Option<&str>) -> Harnes
 
 /// Starts the proxy on a complete config file (for configs with their own `[listen]`).
 async fn start_full(dir: tempfile::TempDir, up: Upstream, text: &str, clock_at: u64) -> Harness {
-    let config_path = dir.path().join("rotagate.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let cfg =
-        rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let clock = Arc::new(ManualClock::new(clock_at));
-    // other options keep their defaults (fields may be added to StartOptions)
-    #[allow(clippy::needless_update)]
-    let opts = StartOptions {
-        clock: clock.clone(),
-        config_path: Some(config_path.clone()),
-        drain_timeout: std::time::Duration::from_secs(5),
-        ..Default::default()
-    };
-    let proxy = server::start(cfg, opts).await.unwrap();
-    Harness {
-        proxy: Some(proxy),
-        upstream: up,
-        clock,
-        dir,
-        config_path,
-        client: client(),
-    }
+    let h = Harness::start_text(dir, up, text).await;
+    h.clock.set(clock_at);
+    h
 }
 
 fn set_cookies(r: &reqwest::Response) -> Vec<String> {

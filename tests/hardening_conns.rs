@@ -138,25 +138,7 @@ async fn slowloris_header_dribble_is_closed_after_header_timeout() {
 
 /// Starts a proxy from a complete config text (the shared header is not added).
 async fn start_raw_config(dir: tempfile::TempDir, upstream: Upstream, cfg: &str) -> Harness {
-    let config_path = dir.path().join("rotagate.toml");
-    std::fs::write(&config_path, cfg).unwrap();
-    let config =
-        rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let clock = Arc::new(rotagate::clock::ManualClock::new(T0));
-    let opts = rotagate::server::StartOptions {
-        clock: clock.clone(),
-        config_path: Some(config_path.clone()),
-        drain_timeout: Duration::from_secs(5),
-    };
-    let proxy = rotagate::server::start(config, opts).await.unwrap();
-    Harness {
-        proxy: Some(proxy),
-        upstream,
-        clock,
-        dir,
-        config_path,
-        client: client(),
-    }
+    Harness::start_text(dir, upstream, cfg).await
 }
 
 /// A config with `[listen]` keys of the test's choosing.

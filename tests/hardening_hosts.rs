@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
-use rotagate::clock::ManualClock;
-use rotagate::server::{self, StartOptions};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -23,29 +18,8 @@ const SECRET: &str = "hosts-test-secret-hosts-test-secret-01234";
 async fn start(upstream: Upstream, listen: &str, extra: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config_path = dir.path().join("rotagate.toml");
-    let text = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n{listen}\n\n[upstream]\nurl = \"http://{}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n{extra}",
-        upstream.addr
-    );
-    std::fs::write(&config_path, text).unwrap();
-    let cfg =
-        rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let clock = Arc::new(ManualClock::new(T0));
-    let opts = StartOptions {
-        clock: clock.clone(),
-        config_path: Some(config_path.clone()),
-        drain_timeout: Duration::from_secs(5),
-    };
-    let proxy = server::start(cfg, opts).await.unwrap();
-    Harness {
-        proxy: Some(proxy),
-        upstream,
-        clock,
-        dir,
-        config_path,
-        client: client(),
-    }
+    let text = config_with_listen(upstream.addr, listen, extra);
+    Harness::start_text(dir, upstream, &text).await
 }
 
 /// A JWT session (HS256, cookie `session`), rotated every 5 minutes.

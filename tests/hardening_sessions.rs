@@ -8,13 +8,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use common::*;
-use rotagate::clock::ManualClock;
-use rotagate::server::{self, StartOptions};
 use serde_json::{json, Value};
 
 const SECRET: &str = "hardening-secret-hardening-secret-0123";
@@ -27,33 +25,8 @@ const ORIGIN: &str = "https://app.example.com";
 /// Starts the proxy on a config of our own: `listen` goes into `[listen]` (the shared
 /// harness header cannot take more `[listen]` keys), `rest` after `[admin]`.
 async fn start(dir: tempfile::TempDir, upstream: Upstream, listen: &str, rest: &str) -> Harness {
-    let config_path = dir.path().join("rotagate.toml");
-    let text = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n{listen}\n\n[upstream]\nurl = \"http://{}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n{rest}",
-        upstream.addr
-    );
-    std::fs::write(&config_path, text).unwrap();
-    let cfg =
-        rotagate::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let clock = Arc::new(ManualClock::new(T0));
-    let proxy = server::start(
-        cfg,
-        StartOptions {
-            clock: clock.clone(),
-            config_path: Some(config_path.clone()),
-            drain_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
-    Harness {
-        proxy: Some(proxy),
-        upstream,
-        clock,
-        dir,
-        config_path,
-        client: client(),
-    }
+    let text = config_with_listen(upstream.addr, listen, rest);
+    Harness::start_text(dir, upstream, &text).await
 }
 
 fn hs256_with(secret: &str, kid: &str, claims: &Value) -> String {

@@ -154,6 +154,13 @@ pub fn base_config(upstream: SocketAddr) -> String {
     )
 }
 
+/// Like [`base_config`], with `[listen]` keys of the test's own (`listen`), then `rest`.
+pub fn config_with_listen(upstream: SocketAddr, listen: &str, rest: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{listen}\n\n[upstream]\nurl = \"http://{upstream}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n{rest}"
+    )
+}
+
 impl Harness {
     /// Starts the proxy with `base_config(upstream)` followed by `extra` TOML.
     pub async fn start(upstream: Upstream, extra: &str) -> Harness {
@@ -163,12 +170,15 @@ impl Harness {
 
     /// Like [`Harness::start`] with files (secrets, keys) already written in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, upstream: Upstream, extra: &str) -> Harness {
+        let text = format!("{}{}", base_config(upstream.addr), extra);
+        Self::start_text(dir, upstream, &text).await
+    }
+
+    /// Starts the proxy on the complete config file `text` (for tests with `[listen]`
+    /// keys of their own, see [`config_with_listen`]), files already written in `dir`.
+    pub async fn start_text(dir: tempfile::TempDir, upstream: Upstream, text: &str) -> Harness {
         let config_path = dir.path().join("rotagate.toml");
-        std::fs::write(
-            &config_path,
-            format!("{}{}", base_config(upstream.addr), extra),
-        )
-        .unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let cfg = rotagate::config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let clock = Arc::new(ManualClock::new(T0));

@@ -256,7 +256,10 @@ pub fn forwarded(
 pub fn merged_cookie(headers: &HeaderMap) -> Option<String> {
     let mut out = String::new();
     for v in headers.get_all(COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
+        // a field with bytes that are not visible ASCII is still read (lossily): skipping
+        // it would hide the session cookies in it from the session decision while the
+        // field itself went upstream untouched
+        let s = String::from_utf8_lossy(v.as_bytes());
         let s = s.trim().trim_end_matches(';').trim();
         if s.is_empty() {
             continue;

@@ -872,3 +872,219 @@ fn an_empty_issuer_or_audience_is_a_located_config_error() {
         assert!(e.contains("found an empty string"), "{e}");
     }
 }
+
+// ---------------------------------------------------------------- red-team follow-ups
+
+/// An app that refuses the token rotagate just re-minted (it lacks rotagate's new
+/// signing key after a rollover, or wants a header rotagate does not write): its 401
+/// answers rotagate's re-mint, not the user's session. It passes through, and the
+/// browser keeps the token the app knows: no mass logout at everyone's next rotation.
+#[tokio::test]
+async fn a_401_to_a_token_reminted_on_that_request_is_not_a_logout() {
+    let h = jwt_harness().await;
+    let due = hs256(json!({"sub": "u1", "iat": T0 - 600, "exp": T0 + 3000}));
+    let resp = h
+        .client
+        .get(h.url("/status/401"))
+        .header("sec-fetch-mode", "navigate")
+        .header("cookie", format!("session={due}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "not rewritten");
+    assert!(set_cookies(&resp).is_empty(), "{:?}", set_cookies(&resp));
+    let seen = h.upstream.last().header("cookie").unwrap_or_default();
+    assert!(
+        seen.starts_with("session=") && seen != format!("session={due}"),
+        "re-minted upstream"
+    );
+    assert_eq!(event(&h.metrics().await, "passed_401_reminted_token"), 1);
+    h.shutdown().await;
+}
+
+/// The config names `session`, the app uses `__Host-session`: rotagate does not read
+/// that twin and strips it, so the app's 401 answers a request rotagate emptied. It
+/// passes through and nothing is deleted.
+#[tokio::test]
+async fn a_401_after_rotagate_stripped_an_unread_twin_is_not_a_logout() {
+    let h = jwt_harness().await;
+    let valid = hs256(json!({"sub": "u1", "iat": T0, "exp": T0 + 3000}));
+    let resp = h
+        .client
+        .get(h.url("/status/401"))
+        .header("sec-fetch-mode", "navigate")
+        .header("cookie", format!("__Host-session={valid}; other=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "not rewritten");
+    assert!(set_cookies(&resp).is_empty(), "{:?}", set_cookies(&resp));
+    assert_eq!(
+        h.upstream.last().header("cookie").as_deref(),
+        Some("other=1")
+    );
+    assert_eq!(event(&h.metrics().await, "passed_401_stripped_cookies"), 1);
+    // a refused token passed through still has its certainly dead companion deleted
+    let dead = hs256(json!({"sub": "u1", "iat": T0 - 7200, "exp": T0 - 3600}));
+    let resp = h
+        .client
+        .get(h.url("/status/401"))
+        .header("cookie", format!("session=not-a-jwt; session.0={dead}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let lines = set_cookies(&resp);
+    assert!(
+        lines
+            .iter()
+            .any(|c| c.starts_with("session.0=;") && c.contains("Max-Age=0")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|c| c.starts_with("session=;")),
+        "{lines:?}"
+    );
+    h.shutdown().await;
+}
+
+/// A byte that is not visible ASCII in the `Cookie` header must not hide the session
+/// cookies next to it from rotagate while the header goes upstream untouched.
+#[tokio::test]
+async fn a_non_ascii_byte_does_not_smuggle_an_unverified_token() {
+    let h = jwt_harness().await;
+    let valid = hs256(json!({"sub": "u1", "iat": T0, "exp": T0 + 3000}));
+    let forged = hs256_with(
+        OTHER_SECRET,
+        "k1",
+        &json!({"sub": "admin", "iat": T0, "exp": T0 + 3000}),
+    );
+    for raw in [
+        format!("x=\u{fffd}; session={forged}").into_bytes(),
+        [b"x=\xff; session=".as_slice(), forged.as_bytes()].concat(),
+        [
+            format!("session={valid}; x=").as_bytes(),
+            b"\xe9; session=",
+            forged.as_bytes(),
+        ]
+        .concat(),
+    ] {
+        let before = h.upstream.count();
+        let resp = h
+            .client
+            .get(h.url("/x"))
+            .header("cookie", http::HeaderValue::from_bytes(&raw).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(h.upstream.count(), before + 1);
+        let sent = h
+            .upstream
+            .last()
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            !sent.contains(&forged),
+            "forged token reached the app: {sent}"
+        );
+    }
+    // the valid one still goes through next to the junk byte
+    let last = h.upstream.last();
+    let sent = String::from_utf8_lossy(last.headers["cookie"].as_bytes()).into_owned();
+    assert!(sent.contains(&valid), "{sent}");
+    h.shutdown().await;
+}
+
+/// Cookie tossing: four expired tokens of the attacker's own account, set from a sibling
+/// site with more specific paths, fill the candidate limit in front of the victim's valid
+/// cookie. A deletion names a cookie, not a value: rotagate must not delete `session`,
+/// which would hit the victim's own cookie.
+#[tokio::test]
+async fn tossed_duplicate_cookies_never_get_the_victims_cookie_deleted() {
+    let h = jwt_harness().await;
+    let victim = hs256(json!({"sub": "victim", "iat": T0, "exp": T0 + 3000}));
+    let mut cookie = String::new();
+    for i in 0..4 {
+        let dead = hs256(json!({"sub": "attacker", "iat": T0 - 7200 - i, "exp": T0 - 3600}));
+        cookie.push_str(&format!("session={dead}; "));
+    }
+    cookie.push_str(&format!("session={victim}"));
+    let (resp, _) = get_with(&h, "/x", &cookie).await;
+    assert_eq!(resp.status(), 200);
+    let lines = set_cookies(&resp);
+    assert!(
+        !lines.iter().any(|c| c.starts_with("session=;")),
+        "{lines:?}"
+    );
+    // a single dead cookie is still deleted
+    let dead = hs256(json!({"sub": "u1", "iat": T0 - 7200, "exp": T0 - 3600}));
+    let (resp, _) = get_with(&h, "/x", &format!("session={dead}")).await;
+    assert!(set_cookies(&resp)
+        .iter()
+        .any(|c| c.starts_with("session=;")));
+    h.shutdown().await;
+}
+
+/// A CORS-shaped `OPTIONS` on a session route without `require` is still a request with
+/// cookies: the app gets only what rotagate verified.
+#[tokio::test]
+async fn a_preflight_shaped_options_gets_one_truth_upstream() {
+    let h = jwt_harness().await;
+    let forged = hs256_with(
+        OTHER_SECRET,
+        "k1",
+        &json!({"sub": "admin", "iat": T0, "exp": T0 + 3000}),
+    );
+    let resp = h
+        .client
+        .request(reqwest::Method::OPTIONS, h.url("/x"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("cookie", format!("session={forged}; other=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        h.upstream.last().header("cookie").as_deref(),
+        Some("other=1")
+    );
+    h.shutdown().await;
+}
+
+/// The app's own session line with a non-ASCII byte in it still wins.
+#[tokio::test]
+async fn the_apps_non_ascii_session_line_still_wins() {
+    let app = upstream(Arc::new(|_req| {
+        Box::pin(async {
+            hyper::Response::builder()
+                .header(
+                    "set-cookie",
+                    http::HeaderValue::from_bytes(b"session=x; Max-Age=0; Comment=caf\xc3\xa9")
+                        .unwrap(),
+                )
+                .body(full("ok"))
+                .unwrap()
+        })
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let rest = format!("{}{JWT_ROUTES}", jwt_session(""));
+    let h = start(dir, app, "", &rest).await;
+    let due = hs256(json!({"sub": "u1", "iat": T0 - 600, "exp": T0 + 3000}));
+    let (resp, _) = get_with(&h, "/x", &format!("session={due}")).await;
+    let lines: Vec<Vec<u8>> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    assert_eq!(lines.len(), 1, "only the app's own line");
+    h.shutdown().await;
+}

@@ -686,7 +686,9 @@ fn condition_holds(c: &CompiledCondition, req: &RequestParts<'_>) -> bool {
 /// The first cookie of that name, percent-decoded (as the `cookie` npm parser does).
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     for h in headers.get_all(http::header::COOKIE) {
-        let Ok(s) = h.to_str() else { continue };
+        // read lossily, as the session decision does: a stray non-ASCII byte must not
+        // hide a cookie from `has` / `missing`
+        let s = String::from_utf8_lossy(h.as_bytes());
         for pair in s.split(';') {
             let Some((k, v)) = pair.split_once('=') else {
                 continue;

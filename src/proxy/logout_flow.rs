@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use super::respond::{respond, respond_answer};
 use crate::hygiene;
 use crate::logout::{self, Answer, Kind};
-use crate::session::cookies;
+use crate::session::{cookies, Outcome};
 
 use super::{BodyRewrite, Ctx, Proxy};
 
@@ -48,6 +48,7 @@ impl Proxy {
         broken
     }
 
+    /// Turns the upstream 401/403 in `resp` into the logout answer for this kind of
     /// request (DESIGN §5). Prefetches pass through untouched.
     pub(super) async fn rewrite_to_logout(
         &self,
@@ -58,16 +59,34 @@ impl Proxy {
         let Some(plan) = ctx.logout.take() else {
             return Ok(());
         };
-        if plan.refused_token {
-            // rotagate stripped a token it could not verify (its keys, its policy): the
-            // app answered a request without a session, so this is no reason to log
-            // anyone out; a misconfigured key must never become a mass logout
-            let event = if resp.status.as_u16() == 401 {
-                "passed_401_refused_token"
-            } else {
-                "passed_403_refused_token"
+        if let Some(why) = plan.ours {
+            // the app did not judge the browser's session but what rotagate made of it
+            // (a token it refused, one it just re-minted, twins it stripped): no reason
+            // to log anyone out — a misconfigured key must never become a mass logout
+            let event = match (resp.status.as_u16() == 401, why) {
+                (true, "reminted_token") => "passed_401_reminted_token",
+                (true, "stripped_cookies") => "passed_401_stripped_cookies",
+                (true, _) => "passed_401_refused_token",
+                (false, "reminted_token") => "passed_403_reminted_token",
+                (false, "stripped_cookies") => "passed_403_stripped_cookies",
+                (false, _) => "passed_403_refused_token",
             };
             self.session_event(event);
+            if let Some(d) = ctx.session.as_mut() {
+                if matches!(d.outcome, Outcome::Invalid(_)) {
+                    // the certainly dead tokens among the refused ones are still deleted
+                    if !d.set_cookies.is_empty() {
+                        for v in d.set_cookies.drain(..) {
+                            resp.append_header(http::header::SET_COOKIE, v)?;
+                        }
+                        self.make_private(resp)?;
+                    }
+                } else {
+                    // a re-minted token the app refused is not given to the browser: it
+                    // keeps the one the app knows
+                    d.set_cookies.clear();
+                }
+            }
             return Ok(());
         }
         let cfg = &ctx.rt.config;

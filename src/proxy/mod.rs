@@ -73,10 +73,9 @@ pub struct Ctx {
 struct LogoutPlan {
     on_401: bool,
     on_403: bool,
-    /// rotagate refused this request's token for a reason that may be its own (bad
-    /// signature, unknown `kid`, malformed, its policy) and stripped it: the 401/403
-    /// that follows is then rotagate's doing, and passes through without a logout.
-    refused_token: bool,
+    /// Set when a 401/403 would answer what rotagate did to the session (see
+    /// `request::ours_not_the_apps`), not the browser's session: it then passes.
+    ours: Option<&'static str>,
 }
 
 /// Replaces the upstream body: upstream chunks are dropped and `body` goes out at the

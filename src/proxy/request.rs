@@ -150,7 +150,9 @@ impl Proxy {
             req.remove_header(&http::header::AUTHORIZATION);
         }
         let req = session.req_header();
-        if let (true, false, Some(engine)) = (handles_sessions, preflight, &ctx.rt.session) {
+        // a preflight on a `require` route carries no credentials any more; elsewhere the
+        // session is read as on any request (one truth upstream), without rotation
+        if let (true, false, Some(engine)) = (handles_sessions, ctx.preflight, &ctx.rt.session) {
             let cookie = hygiene::merged_cookie(&req.headers);
             let may_rotate =
                 session::rotation_allowed(&req.method, &req.headers) && !session.is_upgrade_req();
@@ -195,17 +197,32 @@ impl Proxy {
                 && !req.headers.contains_key(http::header::AUTHORIZATION)
                 && !is_login_path(&ctx.log_path, &ctx.rt.config.logout.login_url);
             if eligible {
-                let refused_token = ctx.session.as_ref().is_some_and(
-                    |d| matches!(d.outcome, Outcome::Invalid(why) if !why.certainly_dead()),
-                );
                 ctx.logout = Some(LogoutPlan {
                     on_401,
                     on_403,
-                    refused_token,
+                    ours: ctx.session.as_ref().and_then(ours_not_the_apps),
                 });
             }
         }
         Ok(false)
+    }
+}
+
+/// Why an upstream 401/403 on this request would answer what rotagate did to the
+/// session rather than the session the browser holds (DESIGN §10: a session problem
+/// rotagate caused never logs anyone out), as the metric word; `None` when the app
+/// judged the session the browser sent.
+fn ours_not_the_apps(d: &session::Decision) -> Option<&'static str> {
+    match d.outcome {
+        // a token refused for a reason that may be rotagate's own: its keys, its policy
+        Outcome::Invalid(why) if !why.certainly_dead() => Some("refused_token"),
+        Outcome::Invalid(_) | Outcome::Valid => None,
+        // the app saw a token minted on this very request: an app that lacks rotagate's
+        // signing key would otherwise log every user out at their next rotation
+        Outcome::Rotated => Some("reminted_token"),
+        // rotagate removed session cookies it does not read (another twin, cookies past
+        // the limit): the app saw no session at all
+        Outcome::None => d.upstream_cookie.is_some().then_some("stripped_cookies"),
     }
 }
 

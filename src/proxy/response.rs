@@ -57,7 +57,8 @@ impl Proxy {
             .headers
             .get_all(http::header::SET_COOKIE)
             .iter()
-            .any(|v| v.to_str().is_ok_and(|s| engine.sets_session_cookie(s)));
+            // read lossily: a non-ASCII byte in the app's line must not hide it
+            .any(|v| engine.sets_session_cookie(&String::from_utf8_lossy(v.as_bytes())));
         if app_sets_it {
             decision.set_cookies.clear();
             self.session_event("app_cookie_won");
@@ -84,7 +85,7 @@ impl Proxy {
 
     /// Makes `resp` unstorable for shared caches when it could be stored (DESIGN §10
     /// "No storable secrets"): decided by [`hygiene::private_for_shared_caches`].
-    fn make_private(&self, resp: &mut ResponseHeader) -> Result<()> {
+    pub(super) fn make_private(&self, resp: &mut ResponseHeader) -> Result<()> {
         let fix = hygiene::private_for_shared_caches(resp.status.as_u16(), &resp.headers);
         if fix.is_empty() {
             return Ok(());

@@ -338,6 +338,26 @@ impl SessionEngine {
                 }
             }
         }
+        // a deletion names a cookie, not a value: a name the request carries twice
+        // (cookies of other paths or domains, perhaps tossed by a sibling site) could be
+        // deleted in its other, untried copy, so such names are left alone in the browser;
+        // and when candidates were left untried, nothing is deleted at all
+        if !dead.is_empty() {
+            if scan.dropped && verified.is_none() {
+                dead.clear();
+            } else {
+                let mut seen: std::collections::HashMap<&str, u32> =
+                    std::collections::HashMap::with_capacity(dead.len());
+                for (k, _) in &pairs {
+                    if let Some(n) = seen.get_mut(k) {
+                        *n += 1;
+                    } else if dead.contains(k) {
+                        seen.insert(k, 1);
+                    }
+                }
+                dead.retain(|n| seen.get(n).is_some_and(|c| *c == 1));
+            }
+        }
         let Some((carried, claims)) = verified else {
             // never forwarded as if valid; deleted in the browser only when certainly dead
             return Decision {
@@ -506,11 +526,16 @@ mod tests {
         );
         let d = e.process(Some(&format!("s={dead}; s=forged")), NOW, true);
         assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
-        // the dead one is still deleted in the browser
+        // two cookies of one name: a deletion could hit the other copy, so none is sent
+        assert!(d.set_cookies.is_empty());
+        // a dead chunk set next to a forged plain cookie is deleted (its names are unique)
+        let d = e.process(Some(&format!("s=forged; s.0={dead}")), NOW, true);
+        assert_eq!(d.outcome, Outcome::Invalid(Invalid::Malformed));
         assert_eq!(d.set_cookies.len(), 1);
-        assert!(d.set_cookies[0].starts_with("s=; "));
+        assert!(d.set_cookies[0].starts_with("s.0=; "));
         let d = e.process(Some(&format!("s={dead}")), NOW, true);
         assert_eq!(d.outcome, Outcome::Invalid(Invalid::Expired));
+        assert!(d.set_cookies[0].starts_with("s=; "));
     }
 
     #[test]

@@ -221,3 +221,71 @@ async fn a_token_issued_in_the_future_is_not_yet_valid() {
     assert_eq!(seen, Some(format!("session={token}")));
     h.shutdown().await;
 }
+
+// ---------------------------------------------------------------- F10
+
+/// GETs `path` with a token due for rotation and checks the answer carries the re-mint.
+async fn rotated(h: &Harness, path: &str) -> reqwest::Response {
+    let due = hs256(json!({"sub": "u1", "iat": T0 - 600, "exp": T0 + 3000}));
+    let (resp, _) = get_with(h, path, &format!("session={due}")).await;
+    assert_eq!(set_cookies(&resp).len(), 1, "{path}: rotated");
+    resp
+}
+
+fn cache_control(resp: &reqwest::Response) -> Vec<&[u8]> {
+    resp.headers()
+        .get_all("cache-control")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect()
+}
+
+/// F10a: a `Cache-Control` rotagate cannot read (non-ASCII bytes, an open quoted string)
+/// on a response with a rotated cookie: fail closed.
+#[tokio::test]
+async fn an_unreadable_cache_control_on_a_rotated_response_fails_closed() {
+    let h = harness("", "").await;
+    for path in ["/cc/non-ascii", "/cc/open-quote"] {
+        let resp = rotated(&h, path).await;
+        assert_eq!(resp.status(), 302, "{path}");
+        assert_eq!(
+            cache_control(&resp),
+            vec![b"private, no-store".as_slice()],
+            "{path}"
+        );
+    }
+    h.shutdown().await;
+}
+
+/// F10b: nginx obeys `X-Accel-Expires` over `Cache-Control`.
+#[tokio::test]
+async fn x_accel_expires_is_removed_from_rotated_responses() {
+    let h = harness("", "").await;
+    let resp = rotated(&h, "/cc/x-accel").await;
+    assert!(resp.headers().get("x-accel-expires").is_none(), "kept");
+    h.shutdown().await;
+}
+
+/// F10c: a cache that understands the status may ignore `no-store` next to
+/// `must-understand` (RFC 9111 §5.2.2.3).
+#[tokio::test]
+async fn no_store_with_must_understand_is_made_private() {
+    let h = harness("", "").await;
+    let resp = rotated(&h, "/cc/must-understand").await;
+    assert_eq!(
+        cache_control(&resp),
+        vec![b"private, no-store, must-understand".as_slice()]
+    );
+    h.shutdown().await;
+}
+
+/// F10d: a cache updates its stored response's headers from a 304 (RFC 9111 §4.3.4),
+/// the rotated Set-Cookie included.
+#[tokio::test]
+async fn a_304_with_a_rotated_cookie_is_made_private() {
+    let h = harness("", "").await;
+    let resp = rotated(&h, "/cc/not-modified").await;
+    assert_eq!(resp.status(), 304);
+    assert_eq!(cache_control(&resp), vec![b"private".as_slice()]);
+    h.shutdown().await;
+}

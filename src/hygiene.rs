@@ -631,7 +631,8 @@ pub fn private_for_shared_caches(status: u16, headers: &HeaderMap) -> PrivateCac
             remove,
         };
     }
-    let storable = !(no_store && !must_understand)
+    // a cache that understands the status may ignore no-store next to must-understand
+    let storable = (!no_store || must_understand)
         && !private
         && (fresh
             || must_understand

@@ -108,16 +108,15 @@ pub fn check_times(claims: &Map<String, Value>, now: u64, t: &Timing) -> Result<
         return Err(Invalid::NotYetValid);
     }
     match first_issued(claims) {
-        Some(first) => {
-            if first.saturating_add(t.absolute_timeout.as_secs()) <= now {
-                return Err(Invalid::OverAge);
-            }
+        Some(first) if first.saturating_add(t.absolute_timeout.as_secs()) <= now => {
+            return Err(Invalid::OverAge);
         }
         // neither an exp nor a first issue time (`require_exp = false`): nothing would
         // bound it, and each replay would be re-minted as if first seen now
         None if !claims.contains_key("exp") => return Err(Invalid::MissingExp),
-        // the re-mint takes its first issue time from its exp (see `reissue`)
-        None => {}
+        // within age; or no first issue time yet, and the re-mint takes one from its
+        // exp (see `reissue`)
+        _ => {}
     }
     if let (Some(idle), Some(iat)) = (t.idle_timeout, num(claims, "iat")) {
         // stateless: every rotation refreshes iat, so an old iat means no activity

@@ -546,10 +546,15 @@ const HEURISTICALLY_CACHEABLE: [u16; 12] =
 
 /// Calls `f` with each directive of every `Cache-Control` field, split at commas
 /// outside quoted strings (`private="set-cookie, x-user"` is one directive), without
-/// allocating. Fields that are not visible ASCII are skipped.
-fn each_directive<'h>(headers: &'h HeaderMap, mut f: impl FnMut(&'h str)) {
+/// allocating. Returns false, and stops, at the first field that cannot be read: bytes
+/// that are not visible ASCII, or a quoted string left open. Directives of that field
+/// may already have been passed to `f`: a caller that gets false must not use them.
+fn each_directive<'h>(headers: &'h HeaderMap, mut f: impl FnMut(&'h str)) -> bool {
     for value in headers.get_all(http::header::CACHE_CONTROL) {
-        let Ok(value) = value.to_str() else { continue };
+        // to_str refuses bytes >= 0x80 and controls: a field rotagate cannot read
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
         let (mut start, mut quoted, mut escaped) = (0, false, false);
         let mut emit = |d: &'h str| {
             let d = d.trim();
@@ -569,9 +574,18 @@ fn each_directive<'h>(headers: &'h HeaderMap, mut f: impl FnMut(&'h str)) {
                 _ => {}
             }
         }
+        if quoted {
+            return false;
+        }
         emit(&value[start..]);
     }
+    true
 }
+
+/// What replaces a `Cache-Control` rotagate cannot read: it cannot tell what the app
+/// asked for, so nothing may store it (a `no-store` of the app's may hide in the part
+/// it could not read; `private` alone would let the browser's cache keep it).
+const UNREADABLE_CACHE_CONTROL: &str = "private, no-store";
 
 fn directive_name(d: &str) -> &str {
     d.split('=').next().unwrap_or("").trim()
@@ -582,10 +596,15 @@ fn directive_name(d: &str) -> &str {
 /// and explicit freshness — `max-age`, `s-maxage`, `Expires`, `public` — or a
 /// heuristically cacheable status), the `Cache-Control` that makes it private:
 /// `public` and `s-maxage` dropped, `private` first, the app's other directives kept
-/// (a qualified `private="…"` only hides fields, so it becomes a plain `private`). The
+/// (a qualified `private="…"` only hides fields, so it becomes a plain `private`).
+/// A `304` counts as storable too: a cache updates its stored response's headers from
+/// it (RFC 9111 §4.3.4), `Set-Cookie` included. So does `no-store` next to
+/// `must-understand`: a cache that understands the status may ignore the `no-store`
+/// (RFC 9111 §5.2.2.3). A `Cache-Control` rotagate cannot read (not visible ASCII, an
+/// open quoted string) is replaced by `private, no-store`: fail closed. The
 /// CDN-targeted headers (`CDN-Cache-Control` and vendor `*-CDN-Cache-Control`, RFC
-/// 9213; `Surrogate-Control`; Akamai's `Edge-Control`) are always removed: a CDN obeys
-/// them over `Cache-Control`.
+/// 9213; `Surrogate-Control`; Akamai's `Edge-Control`; nginx's `X-Accel-Expires`) are
+/// always removed: a CDN or nginx obeys them over `Cache-Control`.
 pub fn private_for_shared_caches(status: u16, headers: &HeaderMap) -> PrivateCache {
     let remove: Vec<HeaderName> = headers
         .keys()
@@ -595,21 +614,32 @@ pub fn private_for_shared_caches(status: u16, headers: &HeaderMap) -> PrivateCac
                 || n.ends_with("-cdn-cache-control")
                 || n == "surrogate-control"
                 || n == "edge-control"
+                || n == "x-accel-expires"
         })
         .cloned()
         .collect();
-    let (mut no_store, mut private, mut fresh) = (false, false, false);
-    each_directive(headers, |d| {
+    let (mut no_store, mut must_understand, mut private, mut fresh) = (false, false, false, false);
+    let readable = each_directive(headers, |d| {
         let n = directive_name(d);
         let is = |want: &str| n.eq_ignore_ascii_case(want);
         no_store |= is("no-store");
+        must_understand |= is("must-understand");
         // a qualified private="field" still lets shared caches store the rest
         private |= d.eq_ignore_ascii_case("private");
         fresh |= is("public") || is("s-maxage") || is("max-age");
     });
-    let storable = !no_store
+    if !readable {
+        return PrivateCache {
+            cache_control: Some(UNREADABLE_CACHE_CONTROL.to_string()),
+            remove,
+        };
+    }
+    // a cache that understands the status may ignore no-store next to must-understand
+    let storable = (!no_store || must_understand)
         && !private
         && (fresh
+            || must_understand
+            || status == 304
             || headers.contains_key(http::header::EXPIRES)
             || HEURISTICALLY_CACHEABLE.contains(&status));
     let cache_control = storable.then(|| {
@@ -1035,6 +1065,82 @@ mod tests {
         assert_eq!(fix.cache_control, None);
         assert_eq!(fix.remove.len(), 4);
         assert!(private_for_shared_caches(200, &map(&[("cache-control", "no-store")])).is_empty());
+    }
+
+    #[test]
+    fn unreadable_cache_control_fails_closed() {
+        let fixed = Some(UNREADABLE_CACHE_CONTROL.to_string());
+        let mut h = HeaderMap::new();
+        h.append(
+            "cache-control",
+            HeaderValue::from_bytes("public, max-age=600, x=\"é\"".as_bytes()).unwrap(),
+        );
+        for status in [200, 302] {
+            assert_eq!(private_for_shared_caches(status, &h).cache_control, fixed);
+        }
+        // one unreadable field among readable ones
+        let mut h = map(&[("cache-control", "no-cache")]);
+        h.append(
+            "cache-control",
+            HeaderValue::from_bytes(b"max-age=6\xff").unwrap(),
+        );
+        assert_eq!(private_for_shared_caches(302, &h).cache_control, fixed);
+        for open in [
+            "x=\"a, public, max-age=600",
+            "public, x=\"a\\\"",
+            "max-age=60, x=\"\\",
+        ] {
+            let h = map(&[("cache-control", open)]);
+            assert_eq!(
+                private_for_shared_caches(302, &h).cache_control,
+                fixed,
+                "{open}"
+            );
+        }
+        // a closed quoted string with an escaped quote is readable
+        let h = map(&[("cache-control", "x=\"a\\\", b\", max-age=5")]);
+        assert_eq!(
+            private_for_shared_caches(302, &h).cache_control.as_deref(),
+            Some("private, x=\"a\\\", b\", max-age=5")
+        );
+    }
+
+    #[test]
+    fn no_store_with_must_understand_and_304s_become_private() {
+        let cc = |status: u16, pairs: &[(&str, &str)]| {
+            private_for_shared_caches(status, &map(pairs)).cache_control
+        };
+        assert_eq!(
+            cc(200, &[("cache-control", "no-store, must-understand")]),
+            Some("private, no-store, must-understand".into())
+        );
+        assert_eq!(
+            cc(302, &[("cache-control", "Must-Understand, no-store")]),
+            Some("private, Must-Understand, no-store".into())
+        );
+        assert_eq!(
+            cc(
+                200,
+                &[("cache-control", "private, no-store, must-understand")]
+            ),
+            None
+        );
+        assert_eq!(cc(304, &[("etag", "\"v1\"")]), Some("private".into()));
+        assert_eq!(
+            cc(304, &[("cache-control", "max-age=60, public")]),
+            Some("private, max-age=60".into())
+        );
+        assert_eq!(cc(304, &[("cache-control", "no-store")]), None);
+    }
+
+    #[test]
+    fn x_accel_expires_is_removed() {
+        let fix = private_for_shared_caches(
+            302,
+            &map(&[("x-accel-expires", "600"), ("cache-control", "no-store")]),
+        );
+        assert_eq!(fix.cache_control, None);
+        assert_eq!(fix.remove, vec![HeaderName::from_static("x-accel-expires")]);
     }
 
     #[test]

@@ -77,26 +77,46 @@ pub fn first_issued(claims: &Map<String, Value>) -> Option<u64> {
     }
 }
 
-/// Time checks of a verified token: expiry (with leeway), not-before, absolute age and
-/// idleness.
+/// The time claims rotagate reads. One that is present but not a non-negative number
+/// makes the token malformed: a limit rotagate cannot read is one it cannot enforce
+/// (an unreadable `auth_time` would otherwise let every re-mint count its
+/// `absolute_timeout` from the previous `iat`, forever).
+const TIME_CLAIMS: [&str; 5] = ["exp", "nbf", "iat", "auth_time", RG_AUTH_TIME];
+
+/// Time checks of a verified token: readable time claims, expiry (with leeway),
+/// not-before and issued-at not in the future, a bounded first issue time, absolute
+/// age and idleness.
 pub fn check_times(claims: &Map<String, Value>, now: u64, t: &Timing) -> Result<(), Invalid> {
+    if TIME_CLAIMS
+        .iter()
+        .any(|k| claims.contains_key(*k) && num(claims, k).is_none())
+    {
+        return Err(Invalid::Malformed);
+    }
     let leeway = t.leeway.as_secs();
-    if claims.contains_key("exp") {
-        let exp = num(claims, "exp").ok_or(Invalid::Malformed)?;
+    if let Some(exp) = num(claims, "exp") {
         if exp.saturating_add(leeway) <= now {
             return Err(Invalid::Expired);
         }
     }
-    if claims.contains_key("nbf") {
-        let nbf = num(claims, "nbf").ok_or(Invalid::Malformed)?;
-        if nbf > now.saturating_add(leeway) {
-            return Err(Invalid::NotYetValid);
-        }
+    // a token issued in the future would never be due, idle or over age
+    if num(claims, "nbf")
+        .into_iter()
+        .chain(num(claims, "iat"))
+        .any(|at| at > now.saturating_add(leeway))
+    {
+        return Err(Invalid::NotYetValid);
     }
-    if let Some(first) = first_issued(claims) {
-        if first.saturating_add(t.absolute_timeout.as_secs()) <= now {
+    match first_issued(claims) {
+        Some(first) if first.saturating_add(t.absolute_timeout.as_secs()) <= now => {
             return Err(Invalid::OverAge);
         }
+        // neither an exp nor a first issue time (`require_exp = false`): nothing would
+        // bound it, and each replay would be re-minted as if first seen now
+        None if !claims.contains_key("exp") => return Err(Invalid::MissingExp),
+        // within age; or no first issue time yet, and the re-mint takes one from its
+        // exp (see `reissue`)
+        _ => {}
     }
     if let (Some(idle), Some(iat)) = (t.idle_timeout, num(claims, "iat")) {
         // stateless: every rotation refreshes iat, so an old iat means no activity
@@ -120,8 +140,8 @@ pub fn due(claims: &Map<String, Value>, now: u64, t: &Timing) -> bool {
 /// the token has no `exp`, and neither has its re-mint). A `jti` is replaced when
 /// present, and added when `always_jti` (formats that always have one).
 ///
-/// The new `exp` is now + the token's own lifetime (`exp − iat`, or `absolute_timeout`
-/// when it has no `iat`), capped at first issue + `absolute_timeout`. A token without
+/// The new `exp` is now + the token's own lifetime (`exp − iat`, at least 0, or
+/// `absolute_timeout` when it has no `iat`), capped at first issue + `absolute_timeout`. A token without
 /// `iat` keeps its own `exp` as its limit: its first issue time is taken as the earliest
 /// that `exp` allows (`exp − absolute_timeout`) and carried in `rg_auth_time`, so no
 /// re-mint, now or later, outlives the `exp` it came with.
@@ -143,16 +163,17 @@ pub fn reissue(
             first = Some(earliest);
         }
     }
+    // only verified claims come here, and `check_times` refuses a token with neither an
+    // exp nor a first issue time: `now` is never what bounds a replayed token
     let first = first.unwrap_or(now);
-    if !claims.contains_key("auth_time") && !next.contains_key(RG_AUTH_TIME) {
+    if num(claims, "auth_time").is_none() && !next.contains_key(RG_AUTH_TIME) {
         next.insert(RG_AUTH_TIME.into(), Value::from(first));
     }
     next.insert("iat".into(), Value::from(now));
     let lifetime = exp.map(|e| {
-        let own = match iat {
-            Some(i) if e > i => e - i,
-            _ => absolute,
-        };
+        // the token's own lifetime (none left when exp <= iat); without iat it is
+        // bounded by the cap, which the rg_auth_time above puts at its own exp
+        let own = iat.map_or(absolute, |i| e.saturating_sub(i));
         let cap = first.saturating_add(absolute);
         let new_exp = now.saturating_add(own).min(cap).max(now);
         next.insert("exp".into(), Value::from(new_exp));
@@ -345,5 +366,60 @@ mod tests {
             check_times(&m(json!({"iat": 1000})), 1600, &idle),
             Err(Invalid::Expired)
         );
+    }
+
+    #[test]
+    fn unreadable_time_claims_are_malformed() {
+        for k in ["auth_time", RG_AUTH_TIME, "iat", "nbf", "exp"] {
+            for bad in [json!(null), json!("1000"), json!(-5), json!([1])] {
+                let mut c = m(json!({"iat": 1000, "exp": 4600}));
+                c.insert(k.into(), bad.clone());
+                assert_eq!(
+                    check_times(&c, 2000, &t()),
+                    Err(Invalid::Malformed),
+                    "{k}: {bad}"
+                );
+            }
+        }
+        // a readable auth_time still counts, fractions included
+        let c = m(json!({"iat": 1000, "exp": 4600, "auth_time": 999.5}));
+        assert_eq!(check_times(&c, 2000, &t()), Ok(()));
+    }
+
+    #[test]
+    fn a_token_with_no_exp_and_no_first_issue_time_is_refused() {
+        assert_eq!(
+            check_times(&m(json!({"sub": "u"})), 1000, &t()),
+            Err(Invalid::MissingExp)
+        );
+        // any one of them bounds it
+        for c in [
+            json!({"sub": "u", "iat": 900}),
+            json!({"sub": "u", "auth_time": 900}),
+            json!({"sub": "u", RG_AUTH_TIME: 900}),
+            json!({"sub": "u", "exp": 4600}),
+        ] {
+            assert_eq!(check_times(&m(c.clone()), 1000, &t()), Ok(()), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_not_yet_valid() {
+        let c = m(json!({"iat": 1031, "exp": 4600}));
+        assert_eq!(check_times(&c, 1000, &t()), Err(Invalid::NotYetValid));
+        assert!(!Invalid::NotYetValid.certainly_dead());
+        // within leeway: a clock a little ahead
+        let c = m(json!({"iat": 1030, "exp": 4600}));
+        assert_eq!(check_times(&c, 1000, &t()), Ok(()));
+    }
+
+    #[test]
+    fn a_token_with_no_lifetime_gets_none_on_reissue() {
+        for (iat, exp) in [(1000, 1000), (1000, 990)] {
+            let c = m(json!({"iat": iat, "exp": exp}));
+            let (n, life) = reissue(&c, 1010, &t(), false);
+            assert_eq!(life, Some(0), "exp {exp} iat {iat}");
+            assert_eq!(n["exp"], 1010);
+        }
     }
 }

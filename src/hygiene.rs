@@ -21,17 +21,40 @@ const ALWAYS_STRIPPED_PREFIXES: [&str; 3] = ["x-rotagate-", "x-middleware-", "x-
 /// the app reads (IIS/Symfony/Spring honour `X-Original-URL`, `X-Rewrite-URL`,
 /// `X-Forwarded-Prefix`; Next's minimal mode trusts `x-now-route-matches` and
 /// `x-matched-path`): a path rule in rotagate would judge one path, the app serve another.
-const ALWAYS_STRIPPED: [&str; 5] = [
+const ALWAYS_STRIPPED: [&str; 8] = [
     "x-original-url",
     "x-rewrite-url",
     "x-forwarded-prefix",
     "x-now-route-matches",
     "x-matched-path",
+    // the method the app reads (Express' method-override, Rails, Symfony, ASP.NET):
+    // a `methods = [...]` rule would judge one method, the app run another
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Headers only a trusted proxy may send: they tell the app the client's address, host
 /// or port.
-const PROXY_ONLY: [&str; 3] = ["forwarded", "x-real-ip", "x-forwarded-port"];
+const PROXY_ONLY: [&str; 15] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    // client addresses other libraries read first (`request-ip`, CDNs)
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    // hosts and schemes other frameworks read
+    "x-host",
+    "x-original-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-forwarded-ssl",
+];
 
 /// Headers rotagate sets itself; any other spelling of them (`X_Forwarded_For`) is
 /// stripped, because servers that fold `_` into `-` (CGI, PHP, WSGI, Rack) would read it
@@ -179,6 +202,35 @@ pub struct Forwarded {
     pub proto: String,
     /// `X-Forwarded-Host`, when the request had a host.
     pub host: Option<String>,
+}
+
+/// An identity claim as a header value, when the app would read exactly the claim:
+/// visible ASCII with inner spaces only. Control characters and line breaks are no header
+/// value; non-ASCII bytes reach apps in whatever encoding their server guesses; leading
+/// or trailing spaces are dropped on the wire. Any of them: the header is not sent.
+pub fn identity_value(text: &str) -> Option<http::HeaderValue> {
+    let exact = text.bytes().all(|b| (0x21..0x7f).contains(&b) || b == b' ')
+        && text.trim_matches(' ').len() == text.len();
+    exact
+        .then(|| http::HeaderValue::from_str(text).ok())
+        .flatten()
+}
+
+/// Behind a trusted load balancer, the host its client asked for: the first
+/// `X-Forwarded-Host` value, when the peer is trusted and sent one. The request phase
+/// vets it like any host and, when it is allowed, makes it the request's one host — so
+/// rules, CSRF and the app (which reads this header) judge the same host.
+pub fn trusted_forwarded_host(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: &[IpNet],
+) -> Option<HostReading> {
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return None;
+    }
+    let value = headers.get("x-forwarded-host")?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then(|| HostReading::parse(first))
 }
 
 /// True when `peer` is inside one of the `trusted` networks.
@@ -403,6 +455,26 @@ impl HostReading {
             _ => None,
         }
     }
+}
+
+/// True when a request target has a form rotagate serves (RFC 9112 §3.2): origin-form
+/// (`/path`), or absolute-form with an `http` / `https` scheme.
+///
+/// NOTE: pingora parses any other target (`x:/premium/x`, `premium/x`,
+/// `mailto:/admin`) as the path `/` and forwards the raw target, which apps that split
+/// targets with `urlsplit` (Werkzeug, gunicorn) read as `/premium/x`: a path no rule
+/// ever saw. Such targets are refused with 400.
+pub fn request_target_ok(raw_target: &[u8]) -> bool {
+    if raw_target.first() == Some(&b'/') {
+        return true;
+    }
+    let scheme_ok = |s: &[u8]| {
+        raw_target
+            .get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    (scheme_ok(b"http://") || scheme_ok(b"https://"))
+        && absolute_form_authority(raw_target).is_some()
 }
 
 /// The authority of an absolute-form request target (`http://host:port/path`), if the
@@ -685,6 +757,45 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn identity_values_are_sent_only_when_exact() {
+        assert!(identity_value("user-1").is_some());
+        assert!(identity_value("Ada Lovelace").is_some());
+        for bad in [
+            "a\r\nx: y",
+            "caf\u{e9}",
+            "\u{2028}",
+            " padded ",
+            "tab\there",
+            "nul\0",
+        ] {
+            assert!(identity_value(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_origin_and_http_absolute_targets_are_served() {
+        for ok in [
+            &b"/"[..],
+            b"/premium/x?a=1",
+            b"http://app.test/x",
+            b"HTTPS://app.test",
+        ] {
+            assert!(request_target_ok(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"x:/premium/x"[..],
+            b"premium/x",
+            b"mailto:/premium/x",
+            b"javascript:/account/x",
+            b"ftp://app.test/premium",
+            b"app.test:443",
+            b"*",
+            b"",
+        ] {
+            assert!(!request_target_ok(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
     #[test]
     fn strips_spoofable_headers_in_every_spelling() {
         let h = map(&[

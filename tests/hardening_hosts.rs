@@ -723,3 +723,123 @@ fn listen_keys_are_validated_with_their_location() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------- red-team follow-ups
+
+/// A request target that is neither origin-form nor an http(s) absolute-form target
+/// (`x:/premium/x`, `premium/x`) is parsed by pingora as `/` while its raw form goes
+/// upstream, where `urlsplit`-style servers read `/premium/x`: refused with 400.
+#[tokio::test]
+async fn targets_that_are_not_paths_are_refused() {
+    let h = start(
+        upstream_ok().await,
+        "",
+        &format!("{SESSION}\n[[route]]\nname = \"premium\"\nmatch = \"/premium/:path*\"\nrequire = {{ session = true }}\n\n{CATCH_ALL}"),
+    )
+    .await;
+    for target in [
+        "x:/premium/x",
+        "premium/x",
+        "mailto:/premium/x",
+        "javascript:/premium/x",
+    ] {
+        let resp = within(
+            target,
+            raw(
+                h.addr(),
+                format!("GET {target} HTTP/1.1\r\nHost: app.example.com\r\n\r\n").as_bytes(),
+            ),
+        )
+        .await;
+        assert_eq!(status(&resp), 400, "{target}: {resp}");
+        assert!(
+            resp.contains("the request target must be a path"),
+            "{target}: {resp}"
+        );
+    }
+    assert_eq!(h.upstream.count(), 0);
+    let m = h.metrics().await;
+    assert_eq!(counter(&m, &hygiene("path_not_origin_form")), 4, "{m}");
+    h.shutdown().await;
+}
+
+/// Behind a trusted load balancer the app reads `X-Forwarded-Host`: a `hosts` rule must
+/// judge that same host, not the balancer's `Host`.
+#[tokio::test]
+async fn a_trusted_forwarded_host_is_the_host_rules_see() {
+    let h = start(
+        upstream_ok().await,
+        "public_origin = \"https://app.example.com\"\nallowed_hosts = [\"admin.example.com\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        &format!("{SESSION}\n[[route]]\nname = \"admin\"\nmatch = \"/:path*\"\nhosts = [\"admin.example.com\"]\nrequire = {{ session = true }}\n\n{CATCH_ALL}"),
+    )
+    .await;
+    let resp = h
+        .client
+        .get(h.url("/x"))
+        .header("host", "app.example.com")
+        .header("x-forwarded-host", "admin.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "the admin rule applies");
+    assert_eq!(h.upstream.count(), 0);
+    // a forwarded host rotagate does not serve is replaced, and rules see the Host
+    let resp = h
+        .client
+        .get(h.url("/x"))
+        .header("host", "app.example.com")
+        .header("x-forwarded-host", "evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        h.upstream.last().header("x-forwarded-host").as_deref(),
+        Some("app.example.com")
+    );
+    h.shutdown().await;
+}
+
+/// Identity values the app would read differently from the claim (non-ASCII, padded)
+/// are not sent; method-override and other proxy headers never come from clients.
+#[tokio::test]
+async fn inexact_identity_values_and_override_headers_never_reach_the_app() {
+    let h = start(
+        upstream_ok().await,
+        "",
+        &format!(
+            "{SESSION}\n[identity]\nclaim_headers = {{ \"x-user-name\" = \"name\" }}\n\n{CATCH_ALL}"
+        ),
+    )
+    .await;
+    let token =
+        hs256(json!({"sub": "  alice  ", "name": "caf\u{e9}", "iat": T0, "exp": T0 + 3600}));
+    let resp = h
+        .client
+        .get(h.url("/x"))
+        .header("cookie", format!("session={token}"))
+        .header("x-http-method-override", "DELETE")
+        .header("x-method-override", "DELETE")
+        .header("true-client-ip", "1.2.3.4")
+        .header("x-client-ip", "1.2.3.4")
+        .header("x-original-host", "evil.test")
+        .header("x-forwarded-scheme", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = h.upstream.last();
+    for name in [
+        "x-rotagate-subject",
+        "x-user-name",
+        "x-http-method-override",
+        "x-method-override",
+        "true-client-ip",
+        "x-client-ip",
+        "x-original-host",
+        "x-forwarded-scheme",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the app");
+    }
+    h.shutdown().await;
+}

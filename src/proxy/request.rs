@@ -58,6 +58,39 @@ impl Proxy {
                 return Ok(true);
             }
         };
+        // behind a trusted load balancer the app reads its X-Forwarded-Host: when that
+        // host is one rotagate serves, it is the host rules are matched with too
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let host = hygiene::trusted_forwarded_host(&req.headers, peer, &listen.trusted_proxies)
+            .and_then(|r| {
+                hygiene::vet_host(
+                    r,
+                    false,
+                    listen.public_origin.as_ref(),
+                    &listen.allowed_hosts,
+                )
+                .ok()
+                .flatten()
+            })
+            .or(host);
+        if !hygiene::request_target_ok(req.raw_path()) {
+            self.shared
+                .metrics
+                .hygiene
+                .with_label_values(&["path_not_origin_form"])
+                .inc();
+            ctx.log_path = "-".to_string();
+            respond_text(
+                session,
+                400,
+                "bad request: the request target must be a path",
+            )
+            .await?;
+            return Ok(true);
+        }
         let absolute_form = hygiene::absolute_form_authority(req.raw_path()).is_some();
         let raw_path = req.uri.path().to_string();
         let normalised = match path::normalise_with(&raw_path, listen.path_strictness) {

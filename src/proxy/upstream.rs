@@ -50,9 +50,9 @@ impl Proxy {
             for (name, text) in sub.into_iter().chain(others) {
                 // a claim with a control character (or non-ASCII text) is not a header
                 // value: skip that header rather than fail the request
-                match http::HeaderValue::from_str(&text) {
-                    Ok(hv) => up.insert_header(name.to_string(), hv)?,
-                    Err(_) => self
+                match hygiene::identity_value(&text) {
+                    Some(hv) => up.insert_header(name.to_string(), hv)?,
+                    None => self
                         .shared
                         .metrics
                         .hygiene

@@ -200,15 +200,18 @@ impl Proxy {
             FormLook::TooLong => Ok(ActionRequest::Unreadable(
                 "a form body too long to read whole (or of unknown length)",
             )),
+            FormLook::Ambiguous => Ok(ActionRequest::Unreadable(
+                "a form with several Content-Type headers",
+            )),
             FormLook::Read => {
+                // raw bytes: one that is not ASCII must not make a form "not a form"
                 let content_type = req
                     .headers
                     .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
+                    .cloned()
+                    .unwrap_or(http::HeaderValue::from_static(""));
                 Ok(match read_whole_body(session).await? {
-                    Some(body) => actions::form_ids(&content_type, &body),
+                    Some(body) => actions::form_ids(content_type.as_bytes(), &body),
                     None => ActionRequest::Unreadable("a form body longer than it said"),
                 })
             }

@@ -45,6 +45,17 @@ async fn read_whole_body(session: &mut Session) -> Result<Option<Bytes>> {
     Ok(Some(body.freeze()))
 }
 
+/// Whether the request is a CORS preflight ([`access::is_preflight`]); asks the
+/// transport whether the body is certainly empty only for `OPTIONS`.
+pub(super) fn is_preflight(session: &mut Session) -> bool {
+    if session.req_header().method != http::Method::OPTIONS {
+        return false;
+    }
+    let body_empty = session.is_body_empty();
+    let req = session.req_header();
+    access::is_preflight(&req.method, &req.headers, body_empty)
+}
+
 impl Proxy {
     /// CSRF and `require` (DESIGN §6): the requirements of every route that applies
     /// (for Server Action requests: every matching route and the action's owners, see
@@ -57,10 +68,10 @@ impl Proxy {
     ) -> Result<bool> {
         let rt = ctx.rt.clone();
         let cfg = &rt.config;
-        let req = session.req_header();
-        if access::is_preflight(&req.method, &req.headers) {
+        if is_preflight(session) {
             return Ok(false);
         }
+        let req = session.req_header();
         let action = match actions::header_action(&req.method, &req.headers) {
             Some(a) => a,
             None => self.form_action(session, cfg).await?,

@@ -109,9 +109,13 @@ pub fn deny_answer(kind: Kind, on_deny: &OnDeny, base_path: &str) -> Answer {
 /// A CORS preflight, as the Fetch standard sends one: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`, and no body. Preflights carry no credentials, so
 /// they are exempt from `require` and CSRF; anything else sent as `OPTIONS` is not a
-/// preflight and gets the route's rules.
-pub fn is_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
+/// preflight and gets the route's rules. `body_empty` is the transport's word that
+/// the request certainly has no body (HTTP/1.1: no length or length 0; HTTP/2: the
+/// stream ended with its headers, or `content-length: 0`) — an HTTP/2 request needs
+/// neither header to carry DATA frames, so the headers alone cannot say.
+pub fn is_preflight(method: &http::Method, headers: &HeaderMap, body_empty: bool) -> bool {
     method == http::Method::OPTIONS
+        && body_empty
         && headers.contains_key(http::header::ORIGIN)
         && headers.contains_key("access-control-request-method")
         && !headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -532,18 +536,21 @@ mod tests {
             ("origin", "https://a.example"),
             ("access-control-request-method", "POST"),
         ];
-        assert!(is_preflight(&o, &h(&pre)));
-        assert!(!is_preflight(&http::Method::GET, &h(&pre)));
+        assert!(is_preflight(&o, &h(&pre), true));
+        // an h2 stream that did not end with its headers may carry DATA frames
+        assert!(!is_preflight(&o, &h(&pre), false));
+        assert!(!is_preflight(&http::Method::GET, &h(&pre), true));
         assert!(!is_preflight(
             &o,
-            &h(&[("access-control-request-method", "POST")])
+            &h(&[("access-control-request-method", "POST")]),
+            true
         ));
         let mut with_body = pre.to_vec();
         with_body.push(("content-length", "5"));
-        assert!(!is_preflight(&o, &h(&with_body)));
+        assert!(!is_preflight(&o, &h(&with_body), true));
         let mut chunked = pre.to_vec();
         chunked.push(("transfer-encoding", "chunked"));
-        assert!(!is_preflight(&o, &h(&chunked)));
+        assert!(!is_preflight(&o, &h(&chunked), true));
         assert!(kept_on_preflight(&http::HeaderName::from_static(
             "access-control-allow-origin"
         )));

@@ -219,18 +219,26 @@ pub enum FormLook {
     Read,
     /// A form body too long, or of unknown length, to read whole.
     TooLong,
+    /// Several Content-Type headers, one of them a form type: the ids cannot be read.
+    Ambiguous,
 }
 
-/// True for the content types Next reads a no-JS action from.
+/// True when a Content-Type value starts like a type Next reads a no-JS action from
+/// (Next: `contentType.startsWith('multipart/form-data')`, or the urlencoded type).
+/// Read as bytes: a byte that is not ASCII elsewhere in the value (Node reads it as
+/// latin1) must not make a form "not a form".
+fn is_form_type(value: &[u8]) -> bool {
+    let ct = value.trim_ascii_start();
+    let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"multipart/form-data") || starts(b"application/x-www-form-urlencoded")
+}
+
+/// True when any Content-Type header of the request starts like a form type.
 fn is_form(headers: &HeaderMap) -> bool {
     headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.trim_start().to_ascii_lowercase();
-            ct.starts_with("multipart/form-data")
-                || ct.starts_with("application/x-www-form-urlencoded")
-        })
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .any(|v| is_form_type(v.as_bytes()))
 }
 
 /// The action a request's headers name: a non-empty `Next-Action` header (several
@@ -268,6 +276,15 @@ pub fn form_look(method: &http::Method, headers: &HeaderMap) -> FormLook {
     if method != http::Method::POST || header_id || !is_form(headers) {
         return FormLook::NotForm;
     }
+    if headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // which one the app reads is the app's business: none can be trusted
+        return FormLook::Ambiguous;
+    }
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
         return FormLook::TooLong;
     }
@@ -287,13 +304,22 @@ pub fn form_look(method: &http::Method, headers: &HeaderMap) -> FormLook {
 /// field holds `{"id": …}`. All of them count (a later one overrides an earlier one in
 /// React). A body that cannot be parsed, or that mentions `ACTION_` anywhere the
 /// parse does not account for (a field name the parse read differently from the
-/// app's parser), is unreadable.
-pub fn form_ids(content_type: &str, body: &[u8]) -> ActionRequest {
-    let ct = content_type.trim_start().to_ascii_lowercase();
-    let fields = if ct.starts_with("multipart/form-data") {
-        match boundary(content_type).and_then(|b| multipart_fields(body, &b)) {
-            Some(f) => f,
-            None => return ActionRequest::Unreadable("a form body that cannot be parsed"),
+/// app's parser), is unreadable. So is a body the app may decode differently from
+/// rotagate: a charset other than UTF-8, a part in a transfer encoding (Node's
+/// `Request.formData()` decodes base64 parts), or a part header rotagate does not know.
+/// `content_type` is the header's raw bytes (Node reads them as latin1).
+pub fn form_ids(content_type: &[u8], body: &[u8]) -> ActionRequest {
+    let text = String::from_utf8_lossy(content_type);
+    if !charset_is_utf8(&text) {
+        return ActionRequest::Unreadable("a form body in a charset other than UTF-8");
+    }
+    let fields = if is_multipart(content_type) {
+        let Some(b) = boundary(&text) else {
+            return ActionRequest::Unreadable("a form boundary rotagate cannot read");
+        };
+        match multipart_fields(body, &b) {
+            Ok(f) => f,
+            Err(why) => return ActionRequest::Unreadable(why),
         }
     } else {
         urlencoded_fields(body)
@@ -360,53 +386,99 @@ fn urlencoded_fields(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The `boundary` parameter of a multipart content type (quoted or not).
-fn boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|p| {
+fn is_multipart(content_type: &[u8]) -> bool {
+    let ct = content_type.trim_ascii_start();
+    ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data")
+}
+
+/// The `key=value` parameters of a content type (split on `;`, values unquoted).
+fn params(content_type: &str) -> impl Iterator<Item = (&str, &str)> {
+    content_type.split(';').skip(1).filter_map(|p| {
         let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("boundary") {
-            return None;
-        }
         let v = v.trim();
         let v = v
             .strip_prefix('"')
             .and_then(|x| x.strip_suffix('"'))
             .unwrap_or(v);
-        (!v.is_empty() && v.len() <= 70).then(|| v.to_string())
+        Some((k.trim(), v))
     })
+}
+
+/// False when a content type names a charset other than UTF-8: the app (or a
+/// parser it uses) may decode the body in it, and rotagate reads UTF-8.
+fn charset_is_utf8(content_type: &str) -> bool {
+    params(content_type).all(|(k, v)| {
+        !k.eq_ignore_ascii_case("charset")
+            || v.eq_ignore_ascii_case("utf-8")
+            || v.eq_ignore_ascii_case("utf8")
+    })
+}
+
+/// The `boundary` parameter of a multipart content type (quoted or not). `None`
+/// unless there is exactly one, made only of RFC 2046 boundary characters: anything
+/// else (a quote, a `;` inside quotes, a byte that is not ASCII) could be split or
+/// decoded differently by the app's parser, which would then see other parts.
+fn boundary(content_type: &str) -> Option<String> {
+    let mut found = params(content_type).filter(|(k, _)| k.eq_ignore_ascii_case("boundary"));
+    let (_, v) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let bchar = |c: char| c.is_ascii_alphanumeric() || "'()+_,-./:=? ".contains(c);
+    (!v.is_empty() && v.len() <= 70 && v.chars().all(bchar)).then(|| v.to_string())
 }
 
 /// The (name, value) fields of a multipart/form-data body as browsers write it (RFC
 /// 7578; names with `%22`, `%0D`, `%0A` decoded, as the HTML standard and undici do).
-/// `None` when it is not well formed.
-fn multipart_fields(body: &[u8], boundary: &str) -> Option<Vec<(String, String)>> {
+/// Why not when it is not well formed, or when a part may decode differently in the
+/// app: a `Content-Transfer-Encoding` other than `7bit`/`8bit`/`binary`, a
+/// `Content-Type` charset other than UTF-8, or any other part header. Browsers write
+/// only `Content-Disposition` and `Content-Type`; every part is checked, not only
+/// `$ACTION_` ones, as a bound action's data may point at any field.
+fn multipart_fields(body: &[u8], boundary: &str) -> Result<Vec<(String, String)>, &'static str> {
+    const MALFORMED: &str = "a form body that cannot be parsed";
     let delim = format!("--{boundary}");
     let delim = delim.as_bytes();
-    let mut rest = body.strip_prefix(delim)?;
+    let mut rest = body.strip_prefix(delim).ok_or(MALFORMED)?;
     let mut fields = Vec::new();
     loop {
         if rest.starts_with(b"--") {
-            return Some(fields);
+            return Ok(fields);
         }
-        rest = rest.strip_prefix(b"\r\n")?;
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        rest = rest.strip_prefix(b"\r\n").ok_or(MALFORMED)?;
+        let head_end = find(rest, b"\r\n\r\n").ok_or(MALFORMED)?;
+        let head = std::str::from_utf8(&rest[..head_end]).map_err(|_| MALFORMED)?;
         let after = &rest[head_end + 4..];
         let mut close = b"\r\n".to_vec();
         close.extend_from_slice(delim);
-        let end = find(after, &close)?;
+        let end = find(after, &close).ok_or(MALFORMED)?;
         let value = String::from_utf8_lossy(&after[..end]).into_owned();
         let mut name = None;
         for line in head.split("\r\n") {
-            let (k, v) = line.split_once(':')?;
-            if k.trim().eq_ignore_ascii_case("content-disposition") {
+            let (k, v) = line.split_once(':').ok_or(MALFORMED)?;
+            let k = k.trim();
+            if k.eq_ignore_ascii_case("content-disposition") {
                 if name.is_some() {
-                    return None;
+                    return Err(MALFORMED);
                 }
-                name = Some(disposition_name(v)?);
+                name = Some(disposition_name(v).ok_or(MALFORMED)?);
+            } else if k.eq_ignore_ascii_case("content-type") {
+                if !charset_is_utf8(v) {
+                    return Err("a form part in a charset other than UTF-8");
+                }
+            } else if k.eq_ignore_ascii_case("content-transfer-encoding") {
+                let cte = v.trim();
+                if !["7bit", "8bit", "binary"]
+                    .iter()
+                    .any(|e| cte.eq_ignore_ascii_case(e))
+                {
+                    return Err("a form part in a transfer encoding");
+                }
+            } else {
+                return Err("a form part header rotagate cannot account for");
             }
         }
-        fields.push((name?, value));
+        fields.push((name.ok_or(MALFORMED)?, value));
         rest = &after[end + close.len()..];
     }
 }
@@ -614,6 +686,111 @@ mod tests {
         );
     }
 
+    #[test]
+    fn content_type_and_next_action_bytes_that_are_not_ascii() {
+        let post = http::Method::POST;
+        let mut m = HeaderMap::new();
+        m.insert(
+            "content-type",
+            http::HeaderValue::from_bytes(b"multipart/form-data; boundary=XyZ; x=\xe9").unwrap(),
+        );
+        m.insert("content-length", http::HeaderValue::from_static("10"));
+        assert_eq!(form_look(&post, &m), FormLook::Read);
+        // an empty Next-Action header with such a form type: the body says
+        m.insert("next-action", http::HeaderValue::from_static(""));
+        assert_eq!(header_action(&post, &m), None);
+        // a Next-Action id with such a byte is still an action (an unknown id)
+        m.insert(
+            "next-action",
+            http::HeaderValue::from_bytes(b"prem\xe91").unwrap(),
+        );
+        assert!(matches!(
+            header_action(&post, &m),
+            Some(ActionRequest::Ids(ids)) if ids.len() == 1 && ids[0] != "prem1"
+        ));
+        assert_eq!(form_look(&post, &m), FormLook::NotForm);
+        // several Content-Type headers, one a form: which the app reads is unknown
+        let both = h(&[
+            ("content-type", "text/plain"),
+            ("content-type", "multipart/form-data; boundary=x"),
+            ("content-length", "1"),
+        ]);
+        assert_eq!(form_look(&post, &both), FormLook::Ambiguous);
+        assert!(is_form_type(b"  Multipart/Form-Data; boundary=x"));
+        assert!(!is_form_type(b"\xe9multipart/form-data"));
+        let body = mp(&[("$ACTION_ID_p", "")]);
+        assert_eq!(
+            form_ids(b"multipart/form-data; boundary=XyZ; x=\xe9", &body),
+            ActionRequest::Ids(vec!["p".into()])
+        );
+        for ct in [
+            &b"multipart/form-data; boundary=X\xe9Z"[..],
+            b"multipart/form-data; boundary=\"XyZ;boundary=q\"",
+            b"multipart/form-data; boundary=XyZ; boundary=q",
+            b"multipart/form-data",
+        ] {
+            assert!(
+                matches!(form_ids(ct, &body), ActionRequest::Unreadable(_)),
+                "{}",
+                String::from_utf8_lossy(ct)
+            );
+        }
+    }
+
+    #[test]
+    fn encodings_and_charsets_make_form_ids_unreadable() {
+        let part = |headers: &str| {
+            format!(
+                "--XyZ\r\nContent-Disposition: form-data; name=\"$ACTION_REF_1\"\r\n\r\n\r\n\
+                 --XyZ\r\nContent-Disposition: form-data; name=\"$ACTION_1:0\"\r\n{headers}\r\n\
+                 {{\"eyJpZCI6InByZW0xIn0=\":0,\"id\":\"home1\"}}\r\n--XyZ--\r\n"
+            )
+            .into_bytes()
+        };
+        for bad in [
+            "Content-Transfer-Encoding: base64\r\n",
+            "content-transfer-encoding:  BASE64 \r\n",
+            "Content-Transfer-Encoding: quoted-printable\r\n",
+            "Content-Transfer-Encoding: x-gzip\r\n",
+            "Content-Type: text/plain; charset=utf-16le\r\n",
+            "Content-Type: text/plain; charset=\"iso-8859-1\"\r\n",
+            "Content-Length: 3\r\n",
+        ] {
+            assert!(
+                matches!(form_ids(MP, &part(bad)), ActionRequest::Unreadable(_)),
+                "{bad:?}"
+            );
+        }
+        for fine in [
+            "",
+            "Content-Transfer-Encoding: 8bit\r\n",
+            "Content-Transfer-Encoding: Binary\r\n",
+            "Content-Type: application/json; charset=UTF-8\r\n",
+            "Content-Type: text/plain\r\n",
+        ] {
+            assert_eq!(
+                form_ids(MP, &part(fine)),
+                ActionRequest::Ids(vec!["home1".into()]),
+                "{fine:?}"
+            );
+        }
+        let url = b"%24ACTION_ID_p1=";
+        for ct in [
+            &b"application/x-www-form-urlencoded"[..],
+            b"application/x-www-form-urlencoded; charset=UTF-8",
+            b"application/x-www-form-urlencoded;charset=\"utf8\"",
+        ] {
+            assert_eq!(form_ids(ct, url), ActionRequest::Ids(vec!["p1".into()]));
+        }
+        for ct in [
+            &b"application/x-www-form-urlencoded; charset=utf-16le"[..],
+            b"application/x-www-form-urlencoded; charset=shift_jis",
+            b"multipart/form-data; boundary=XyZ; charset=iso-8859-1",
+        ] {
+            assert!(matches!(form_ids(ct, url), ActionRequest::Unreadable(_)));
+        }
+    }
+
     fn mp(fields: &[(&str, &str)]) -> Vec<u8> {
         let mut b = Vec::new();
         for (k, v) in fields {
@@ -626,7 +803,7 @@ mod tests {
         b
     }
 
-    const MP: &str = "multipart/form-data; boundary=XyZ";
+    const MP: &[u8] = b"multipart/form-data; boundary=XyZ";
 
     #[test]
     fn form_bodies_name_their_actions() {
@@ -654,13 +831,13 @@ mod tests {
         assert_eq!(form_ids(MP, &mp(&[("title", "x")])), ActionRequest::None);
         assert_eq!(
             form_ids(
-                "application/x-www-form-urlencoded",
+                b"application/x-www-form-urlencoded",
                 b"%24ACTION_ID_p1=&a+b=c"
             ),
             ids(&["p1"])
         );
         assert_eq!(
-            form_ids("application/x-www-form-urlencoded", b"title=hello"),
+            form_ids(b"application/x-www-form-urlencoded", b"title=hello"),
             ActionRequest::None
         );
         // whatever the parse cannot account for makes the body unreadable

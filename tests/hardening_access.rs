@@ -1388,3 +1388,210 @@ async fn an_action_on_a_bypass_route_gets_one_truth_upstream_and_a_private_answe
     assert_eq!(seen, format!("{}; other=1", paid()), "{seen}");
     h.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------
+// Red-team follow-ups: Content-Type bytes, part headers and charsets, h2 preflights.
+
+/// Posts `body` anonymously as a same-origin form navigation, with a Content-Type
+/// given as raw bytes (it may hold bytes that are not ASCII).
+async fn post_raw_type(
+    h: &Harness,
+    path: &str,
+    content_type: &[u8],
+    body: Vec<u8>,
+) -> reqwest::Response {
+    h.client
+        .post(h.url(path))
+        .header(
+            "content-type",
+            reqwest::header::HeaderValue::from_bytes(content_type).unwrap(),
+        )
+        .header("sec-fetch-site", "same-origin")
+        .header("sec-fetch-mode", "navigate")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_non_ascii_content_type_does_not_hide_a_form_action() {
+    let h = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{FORM_CFG}"),
+        Some(&form_manifest()),
+    )
+    .await;
+    let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"$ACTION_ID_prem1\"\r\n\r\n\r\n--XyZ--\r\n";
+    // Next checks `startsWith('multipart/form-data')` on the latin1 string: a form
+    let r = post_raw_type(
+        &h,
+        "/",
+        b"multipart/form-data; boundary=XyZ; x=\xe9",
+        body.to_vec(),
+    )
+    .await;
+    assert!(is_login_redirect(&r), "{} {:?}", r.status(), r.headers());
+    // a boundary rotagate cannot read: the strictest action rule
+    let r = post_raw_type(
+        &h,
+        "/",
+        b"multipart/form-data; boundary=X\xe9Z",
+        body.to_vec(),
+    )
+    .await;
+    assert!(is_login_redirect(&r), "{} {:?}", r.status(), r.headers());
+    // the public action with the same odd byte still works anonymously
+    let public = b"--XyZ\r\nContent-Disposition: form-data; name=\"$ACTION_ID_home1\"\r\n\r\n\r\n--XyZ--\r\n";
+    let r = post_raw_type(
+        &h,
+        "/",
+        b"multipart/form-data; boundary=XyZ; x=\xe9",
+        public.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.upstream.count(),
+        1,
+        "only the public action reached the app"
+    );
+    h.shutdown().await;
+}
+
+/// One multipart part with extra part headers.
+fn part(name: &str, headers: &str, value: &str) -> String {
+    format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{headers}\r\n{value}\r\n")
+}
+
+#[tokio::test]
+async fn part_encodings_and_charsets_make_form_action_ids_unreadable() {
+    let h = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{FORM_CFG}"),
+        Some(&form_manifest()),
+    )
+    .await;
+    let mp = b"multipart/form-data; boundary=XyZ";
+    // Node 20's `Request.formData()` base64-decodes this value to {"id":"prem1"}
+    // (checked with node); a reader that ignores the encoding sees "home1"
+    let body = format!(
+        "{}{}--XyZ--\r\n",
+        part("$ACTION_REF_1", "", ""),
+        part(
+            "$ACTION_1:0",
+            "Content-Transfer-Encoding: base64\r\n",
+            r#"{"eyJpZCI6InByZW0xIn0=":0,"id":"home1"}"#
+        )
+    );
+    let r = post_raw_type(&h, "/", mp, body.into_bytes()).await;
+    assert!(
+        is_login_redirect(&r),
+        "base64 part: {} {:?}",
+        r.status(),
+        r.headers()
+    );
+    for headers in [
+        "Content-Transfer-Encoding: quoted-printable\r\n",
+        "Content-Type: application/json; charset=utf-16le\r\n",
+        "X-Odd: 1\r\n",
+    ] {
+        let body = format!(
+            "{}{}--XyZ--\r\n",
+            part("$ACTION_REF_1", "", ""),
+            part("$ACTION_1:0", headers, r#"{"id":"home1"}"#)
+        );
+        let r = post_raw_type(&h, "/", mp, body.into_bytes()).await;
+        assert!(
+            is_login_redirect(&r),
+            "{headers:?}: {} {:?}",
+            r.status(),
+            r.headers()
+        );
+    }
+    // a urlencoded body in another charset: its ids cannot be read as UTF-8
+    let utf16: Vec<u8> = "$ACTION_ID_prem1="
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let r = post_raw_type(
+        &h,
+        "/",
+        b"application/x-www-form-urlencoded; charset=utf-16le",
+        utf16,
+    )
+    .await;
+    assert!(
+        is_login_redirect(&r),
+        "utf-16 urlencoded: {} {:?}",
+        r.status(),
+        r.headers()
+    );
+    assert_eq!(h.upstream.count(), 0, "none of them reached the app");
+    // the harmless encodings a browser may name still read as usual
+    let body = format!(
+        "{}{}--XyZ--\r\n",
+        part(
+            "$ACTION_ID_home1",
+            "Content-Transfer-Encoding: 8bit\r\n",
+            ""
+        ),
+        part("note", "Content-Type: text/plain; charset=UTF-8\r\n", "hi")
+    );
+    assert_eq!(
+        post_raw_type(&h, "/", mp, body.into_bytes()).await.status(),
+        200
+    );
+    let r = post_raw_type(
+        &h,
+        "/",
+        b"application/x-www-form-urlencoded; charset=utf-8",
+        b"%24ACTION_ID_home1=".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_h2_options_with_a_body_but_no_length_is_no_preflight() {
+    let h = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{CSRF_CFG}"),
+        None,
+    )
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from_static(b"x=1"))];
+    let r = h2
+        .request(reqwest::Method::OPTIONS, h.url("/account/settings"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        r.status(),
+        401,
+        "a body makes it no preflight: require applies"
+    );
+    assert_eq!(h.upstream.count(), 0, "the body never reached the app");
+    // a real h2 preflight (no body) is still one
+    let r = h2
+        .request(reqwest::Method::OPTIONS, h.url("/account/settings"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.upstream.count(), 1);
+    h.shutdown().await;
+}

@@ -45,6 +45,17 @@ async fn read_whole_body(session: &mut Session) -> Result<Option<Bytes>> {
     Ok(Some(body.freeze()))
 }
 
+/// Whether the request is a CORS preflight ([`access::is_preflight`]); asks the
+/// transport whether the body is certainly empty only for `OPTIONS`.
+pub(super) fn is_preflight(session: &mut Session) -> bool {
+    if session.req_header().method != http::Method::OPTIONS {
+        return false;
+    }
+    let body_empty = session.is_body_empty();
+    let req = session.req_header();
+    access::is_preflight(&req.method, &req.headers, body_empty)
+}
+
 impl Proxy {
     /// CSRF and `require` (DESIGN §6): the requirements of every route that applies
     /// (for Server Action requests: every matching route and the action's owners, see
@@ -57,10 +68,10 @@ impl Proxy {
     ) -> Result<bool> {
         let rt = ctx.rt.clone();
         let cfg = &rt.config;
-        let req = session.req_header();
-        if access::is_preflight(&req.method, &req.headers) {
+        if is_preflight(session) {
             return Ok(false);
         }
+        let req = session.req_header();
         let action = match actions::header_action(&req.method, &req.headers) {
             Some(a) => a,
             None => self.form_action(session, cfg).await?,
@@ -200,15 +211,18 @@ impl Proxy {
             FormLook::TooLong => Ok(ActionRequest::Unreadable(
                 "a form body too long to read whole (or of unknown length)",
             )),
+            FormLook::Ambiguous => Ok(ActionRequest::Unreadable(
+                "a form with several Content-Type headers",
+            )),
             FormLook::Read => {
+                // raw bytes: one that is not ASCII must not make a form "not a form"
                 let content_type = req
                     .headers
                     .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
+                    .cloned()
+                    .unwrap_or(http::HeaderValue::from_static(""));
                 Ok(match read_whole_body(session).await? {
-                    Some(body) => actions::form_ids(&content_type, &body),
+                    Some(body) => actions::form_ids(content_type.as_bytes(), &body),
                     None => ActionRequest::Unreadable("a form body longer than it said"),
                 })
             }

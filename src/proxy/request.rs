@@ -6,9 +6,9 @@ use pingora::proxy::Session;
 
 use super::respond::respond_text;
 use crate::config::UpstreamStatusAction;
+use crate::hygiene;
 use crate::matcher::{path, RequestParts};
 use crate::session::{self, Outcome};
-use crate::{access, hygiene};
 
 use super::{Ctx, LogoutPlan, Proxy};
 
@@ -150,6 +150,7 @@ impl Proxy {
             return Ok(true);
         }
 
+        let preflight = super::gate::is_preflight(session);
         let req = session.req_header();
         // with i18n, rules see the path with the default locale added, as Next's do
         let match_path = ctx.match_path();
@@ -174,7 +175,6 @@ impl Proxy {
 
         let route = ctx.route.and_then(|i| ctx.rt.config.routes.get(i));
         let handles_sessions = route.is_some_and(|r| r.handles_sessions());
-        let preflight = access::is_preflight(&req.method, &req.headers);
         if preflight && route.is_some_and(|r| r.require.is_some()) {
             // forwarded as the Fetch standard sends preflights: without credentials
             ctx.preflight = true;

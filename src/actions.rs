@@ -534,7 +534,7 @@ pub fn owners_for(rules: &RuleSet, pairs: &[(usize, usize)], req: &RequestParts<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::{MatcherSpec, NextOptions, SourceSpec};
+    use crate::matcher::NextOptions;
     use Segment::*;
 
     #[test]
@@ -584,17 +584,7 @@ mod tests {
     }
 
     fn rules(sources: &[&str]) -> RuleSet {
-        let specs: Vec<MatcherSpec> = sources
-            .iter()
-            .map(|s| MatcherSpec {
-                sources: vec![SourceSpec {
-                    source: s.to_string(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        RuleSet::build(&specs, &NextOptions::default()).unwrap()
+        crate::matcher::rule_set_of(sources, &NextOptions::default())
     }
 
     #[test]

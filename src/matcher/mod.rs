@@ -738,6 +738,22 @@ pub struct RuleReport {
     pub reasons: Vec<String>,
 }
 
+/// A rule set of one plain source per rule (unit tests of modules that query rules).
+#[cfg(test)]
+pub(crate) fn rule_set_of(sources: &[&str], opts: &NextOptions) -> RuleSet {
+    let specs: Vec<MatcherSpec> = sources
+        .iter()
+        .map(|s| MatcherSpec {
+            sources: vec![SourceSpec {
+                source: s.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    RuleSet::build(&specs, opts).expect("test rules compile")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

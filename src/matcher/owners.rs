@@ -554,17 +554,7 @@ mod tests {
     use crate::matcher::{MatcherSpec, NextOptions, SourceSpec};
 
     fn set(sources: &[&str], opts: &NextOptions) -> RuleSet {
-        let specs: Vec<MatcherSpec> = sources
-            .iter()
-            .map(|s| MatcherSpec {
-                sources: vec![SourceSpec {
-                    source: s.to_string(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        RuleSet::build(&specs, opts).unwrap()
+        crate::matcher::rule_set_of(sources, opts)
     }
 
     fn owners(rules: &RuleSet, shape: &PageShape) -> (Vec<usize>, Vec<usize>) {

@@ -161,7 +161,7 @@ pub fn return_path(path: &str, query: Option<&str>, base_path: &str) -> String {
         page = "/".to_string();
     }
     let mut out = format!("{base}{page}");
-    if base.len() > 0 && page == "/" {
+    if !base.is_empty() && page == "/" {
         out = base.to_string();
     }
     let kept: Vec<&str> = query

@@ -1229,6 +1229,37 @@ fn parse_origin(s: &str) -> Result<Origin, &'static str> {
     })
 }
 
+/// Reads Next's `server-reference-manifest.json`: each action id (under `node` and
+/// `edge`) with the entry names in its `workers` (e.g. `app/premium/page`). The
+/// manifest's `encryptionKey` is not kept.
+fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for runtime in ["node", "edge"] {
+        let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else {
+            continue;
+        };
+        for (id, a) in actions {
+            let workers: Vec<String> = a
+                .get("workers")
+                .and_then(|w| w.as_object())
+                .map(|w| w.keys().cloned().collect())
+                .unwrap_or_default();
+            match out.iter_mut().find(|(i, _)| i == id) {
+                Some((_, w)) => w.extend(workers),
+                None => out.push((id.clone(), workers)),
+            }
+        }
+    }
+    if v.get("node").is_none() && v.get("edge").is_none() {
+        return Err(
+            "expected a server-reference-manifest with \"node\"/\"edge\" action maps".to_string(),
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1293,35 +1324,4 @@ mod tests {
             assert!(!is_same_origin_path(bad), "{bad}");
         }
     }
-}
-
-/// Reads Next's `server-reference-manifest.json`: each action id (under `node` and
-/// `edge`) with the entry names in its `workers` (e.g. `app/premium/page`). The
-/// manifest's `encryptionKey` is not kept.
-fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
-    for runtime in ["node", "edge"] {
-        let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else {
-            continue;
-        };
-        for (id, a) in actions {
-            let workers: Vec<String> = a
-                .get("workers")
-                .and_then(|w| w.as_object())
-                .map(|w| w.keys().cloned().collect())
-                .unwrap_or_default();
-            match out.iter_mut().find(|(i, _)| i == id) {
-                Some((_, w)) => w.extend(workers),
-                None => out.push((id.clone(), workers)),
-            }
-        }
-    }
-    if v.get("node").is_none() && v.get("edge").is_none() {
-        return Err(
-            "expected a server-reference-manifest with \"node\"/\"edge\" action maps".to_string(),
-        );
-    }
-    Ok(out)
 }

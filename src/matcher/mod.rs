@@ -621,7 +621,7 @@ fn describe(c: &CompiledCondition) -> String {
         ConditionKind::Host => "host",
     };
     if c.kind == ConditionKind::Host {
-        format!("{kind}")
+        kind.to_string()
     } else {
         format!("{kind} {:?}", c.key)
     }
@@ -724,7 +724,7 @@ fn query_value(query: &str, name: &str) -> Option<String> {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             (decode(k) == name).then(|| decode(v))
         })
-        .last()
+        .next_back()
 }
 
 /// Why one rule matched or not.

@@ -7,8 +7,6 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
@@ -28,16 +26,7 @@ secret = "file:secret"
 "#;
 
 fn token(claims: Value) -> String {
-    let input = format!(
-        "{}.{}",
-        B64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        B64.encode(claims.to_string())
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    format!(
-        "{input}.{}",
-        B64.encode(ring::hmac::sign(&key, input.as_bytes()))
-    )
+    hs256_token(SECRET, &json!({"alg": "HS256", "typ": "JWT"}), &claims)
 }
 
 /// A signed-in user without the paid claim.
@@ -95,14 +84,6 @@ async fn start_full(dir: tempfile::TempDir, up: Upstream, text: &str, clock_at: 
     let h = Harness::start_text(dir, up, text).await;
     h.clock.set(clock_at);
     h
-}
-
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
 }
 
 fn header(r: &reqwest::Response, name: &str) -> String {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
@@ -36,16 +34,7 @@ secret = "file:secret"
 
 /// An HS256 token signed with the test's own HMAC (not rotagate's JWT code).
 fn hs256(claims: Value) -> String {
-    let input = format!(
-        "{}.{}",
-        B64.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
-        B64.encode(claims.to_string())
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    format!(
-        "{input}.{}",
-        B64.encode(ring::hmac::sign(&key, input.as_bytes()))
-    )
+    hs256_token(SECRET, &json!({"alg": "HS256", "typ": "JWT"}), &claims)
 }
 
 /// The value of a counter line in the Prometheus text (`0` when absent).

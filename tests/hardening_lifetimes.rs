@@ -7,8 +7,6 @@ mod common;
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
@@ -16,35 +14,16 @@ const SECRET: &str = "lifetimes-secret-lifetimes-secret-0123";
 const ABS: u64 = 12 * 3600;
 
 fn hs256(claims: Value) -> String {
-    let header = json!({"alg": "HS256", "typ": "JWT", "kid": "k1"});
-    let input = format!(
-        "{}.{}",
-        B64.encode(header.to_string()),
-        B64.encode(claims.to_string())
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    format!(
-        "{input}.{}",
-        B64.encode(ring::hmac::sign(&key, input.as_bytes()))
+    hs256_token(
+        SECRET,
+        &json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}),
+        &claims,
     )
 }
 
 /// Verifies with the test's own HMAC and returns the claims.
 fn claims_of(token: &str) -> Value {
-    let (input, sig) = token.rsplit_once('.').unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    ring::hmac::verify(&key, input.as_bytes(), &B64.decode(sig).unwrap())
-        .expect("signature verifies");
-    let (_, p) = input.split_once('.').unwrap();
-    serde_json::from_slice(&B64.decode(p).unwrap()).unwrap()
-}
-
-fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
+    hs256_claims(SECRET, token)
 }
 
 fn value_of(set_cookie: &str) -> &str {

@@ -372,3 +372,40 @@ pub fn node_tool(script: &str, package: &str, request: serde_json::Value) -> ser
     assert!(v.get("error").is_none(), "{script}: {v}");
     v
 }
+
+/// An HS256 JWS signed with the test's own HMAC (not rotagate's JWT code).
+pub fn hs256_token(secret: &str, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!(
+        "{input}.{}",
+        b64.encode(ring::hmac::sign(&key, input.as_bytes()))
+    )
+}
+
+/// The claims of an HS256 token, after checking its signature with the test's own HMAC.
+pub fn hs256_claims(secret: &str, token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::verify(&key, input.as_bytes(), &b64.decode(sig).unwrap())
+        .expect("signature verifies");
+    let (_, p) = input.split_once('.').unwrap();
+    serde_json::from_slice(&b64.decode(p).unwrap()).unwrap()
+}
+
+/// Every `Set-Cookie` line of a response, in order.
+pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}

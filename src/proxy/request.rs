@@ -13,6 +13,31 @@ use crate::session::{self, Outcome};
 use super::{Ctx, LogoutPlan, Proxy};
 
 impl Proxy {
+    /// Refuses a request before any rule runs: counts `reason` in
+    /// `rotagate_hygiene_total` and answers `status` with `text`.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        reason: &str,
+        status: u16,
+        text: &str,
+    ) -> Result<bool> {
+        self.hygiene_events(reason, 1);
+        ctx.log_path = "-".to_string();
+        respond_text(session, status, text).await?;
+        Ok(true)
+    }
+
+    /// Counts `n` of `rotagate_hygiene_total{reason}`.
+    pub(super) fn hygiene_events(&self, reason: &str, n: u64) {
+        self.shared
+            .metrics
+            .hygiene
+            .with_label_values(&[reason])
+            .inc_by(n);
+    }
+
     /// Hygiene, normalisation and route matching. Answers directly (and returns
     /// `Ok(true)`) for requests that must not reach the upstream.
     pub(super) async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -41,12 +66,6 @@ impl Proxy {
         ) {
             Ok(h) => h,
             Err(refusal) => {
-                self.shared
-                    .metrics
-                    .hygiene
-                    .with_label_values(&[refusal.reason()])
-                    .inc();
-                ctx.log_path = "-".to_string();
                 let text = match refusal {
                     hygiene::HostRefusal::Missing => "bad request: missing Host",
                     hygiene::HostRefusal::Invalid => "bad request: invalid Host",
@@ -54,8 +73,8 @@ impl Proxy {
                         "misdirected request: this server does not serve that host"
                     }
                 };
-                respond_text(session, refusal.status(), text).await?;
-                return Ok(true);
+                let (reason, status) = (refusal.reason(), refusal.status());
+                return self.refuse(session, ctx, reason, status, text).await;
             }
         };
         // behind a trusted load balancer the app reads its X-Forwarded-Host: when that
@@ -77,33 +96,18 @@ impl Proxy {
             })
             .or(host);
         if !hygiene::request_target_ok(req.raw_path()) {
-            self.shared
-                .metrics
-                .hygiene
-                .with_label_values(&["path_not_origin_form"])
-                .inc();
-            ctx.log_path = "-".to_string();
-            respond_text(
-                session,
-                400,
-                "bad request: the request target must be a path",
-            )
-            .await?;
-            return Ok(true);
+            let text = "bad request: the request target must be a path";
+            return self
+                .refuse(session, ctx, "path_not_origin_form", 400, text)
+                .await;
         }
         let absolute_form = hygiene::absolute_form_authority(req.raw_path()).is_some();
         let raw_path = req.uri.path().to_string();
         let normalised = match path::normalise_with(&raw_path, listen.path_strictness) {
             Ok(p) => p,
             Err(e) => {
-                self.shared
-                    .metrics
-                    .hygiene
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                ctx.log_path = "-".to_string();
-                respond_text(session, 400, &format!("bad request: {e}")).await?;
-                return Ok(true);
+                let text = format!("bad request: {e}");
+                return self.refuse(session, ctx, e.reason(), 400, &text).await;
             }
         };
         if normalised.forward != raw_path || absolute_form {
@@ -166,11 +170,7 @@ impl Proxy {
         ctx.route = route;
         let limit_hits = crate::matcher::take_regex_limit_hits();
         if limit_hits > 0 {
-            self.shared
-                .metrics
-                .hygiene
-                .with_label_values(&["regex_limit"])
-                .inc_by(u64::from(limit_hits));
+            self.hygiene_events("regex_limit", u64::from(limit_hits));
         }
 
         let route = ctx.route.and_then(|i| ctx.rt.config.routes.get(i));

@@ -48,16 +48,11 @@ impl Proxy {
                 Some((name.as_str(), text))
             });
             for (name, text) in sub.into_iter().chain(others) {
-                // a claim with a control character (or non-ASCII text) is not a header
-                // value: skip that header rather than fail the request
+                // a claim the app would not read exactly (control characters, non-ASCII,
+                // padding): skip that header rather than fail or mislead the request
                 match hygiene::identity_value(&text) {
                     Some(hv) => up.insert_header(name.to_string(), hv)?,
-                    None => self
-                        .shared
-                        .metrics
-                        .hygiene
-                        .with_label_values(&["identity_value_invalid"])
-                        .inc(),
+                    None => self.hygiene_events("identity_value_invalid", 1),
                 }
             }
         }

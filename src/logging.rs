@@ -1,7 +1,41 @@
 //! Log setup: `tracing` with a JSON or pretty formatter. `RUST_LOG` filters as usual
 //! (default `info`). Nothing in rotagate logs a cookie, token or secret value.
+//!
+//! Lines go to stderr through a non-blocking writer (`tracing-appender`): a worker
+//! thread formats nothing, it only hands the line to a bounded queue that a writer
+//! thread drains. When the queue is full (stderr slower than the traffic), the line is
+//! dropped and counted ([`dropped_lines`], `rotagate_log_lines_dropped_total`) rather
+//! than a request waiting on a pipe. The queue is flushed when the [`LogGuard`] from
+//! [`init`] is dropped, at exit.
 
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Lines the queue holds before it drops: at ~200 bytes a line, about 3 MB.
+pub const QUEUE_LINES: usize = 16_384;
+
+/// The drop counter of the process's writer, once [`init`] has installed it.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because the writer's queue was full (0 before [`init`]).
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Keeps the log writer thread running; dropping it writes out the lines still queued.
+/// Hold it until the process exits.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _guard: Option<WorkerGuard>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
 
 /// Log output format (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,8 +66,9 @@ const CAPPED: [&str; 3] = ["pingora", "h2", "hyper"];
 pub const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off,\
      pingora_core::connectors=off,pingora_core::protocols::http::v1::server=error";
 
-/// Installs the global subscriber (once per process; later calls are ignored).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber (once per process; later calls are ignored and
+/// return a guard that holds nothing).
+pub fn init(format: LogFormat) -> LogGuard {
     use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -46,9 +81,15 @@ pub fn init(format: LogFormat) {
         |t, name| t.with_target(*name, LevelFilter::INFO),
     );
     let filter = filter.and(cap);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUE_LINES)
+        .lossy(true)
+        .thread_name("rotagate-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     let registry = tracing_subscriber::registry();
-    let _ = match format {
+    let installed = match format {
         LogFormat::Json => registry
             .with(layer.json().flatten_event(true).with_filter(filter))
             .try_init(),
@@ -56,4 +97,11 @@ pub fn init(format: LogFormat) {
             .with(layer.compact().with_filter(filter))
             .try_init(),
     };
+    if installed.is_err() {
+        return LogGuard { _guard: None };
+    }
+    let _ = DROPPED.set(dropped);
+    LogGuard {
+        _guard: Some(guard),
+    }
 }

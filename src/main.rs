@@ -69,7 +69,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            logging::init(cli.log_format);
+            // held to the end of `main`: dropping it writes out the queued log lines
+            let _log = logging::init(cli.log_format);
             match rotagate::cli::run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -138,7 +139,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { port } => {
-            logging::init(cli.log_format);
+            let _log = logging::init(cli.log_format);
             match rotagate::demo::run(port) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

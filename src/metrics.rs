@@ -3,9 +3,13 @@
 //! Labels never carry token values, cookie values or paths with query strings: only
 //! route names, status classes and fixed reason words.
 
+use std::sync::OnceLock;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics of one proxy instance (its own registry, so tests can run several).
@@ -157,6 +161,7 @@ impl Metrics {
             Box::new(connection_events.clone()),
             Box::new(connections_open.clone()),
             Box::new(session_events.clone()),
+            Box::new(DroppedLogLines::new()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -192,15 +197,81 @@ impl Default for Metrics {
     }
 }
 
+/// `rotagate_log_lines_dropped_total`: read from the process's log writer
+/// ([`crate::logging::dropped_lines`]) at each scrape, so it is the same for every
+/// proxy instance of the process.
+struct DroppedLogLines {
+    template: IntCounter,
+}
+
+impl DroppedLogLines {
+    fn new() -> Self {
+        DroppedLogLines {
+            template: IntCounter::new(
+                "rotagate_log_lines_dropped_total",
+                "Log lines dropped because the log writer's queue was full",
+            )
+            .expect("static metric definition"),
+        }
+    }
+}
+
+impl Collector for DroppedLogLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.template.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = IntCounter::with_opts(Opts::new(
+            "rotagate_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full",
+        ))
+        .expect("static metric definition");
+        now.inc_by(crate::logging::dropped_lines());
+        now.collect()
+    }
+}
+
+/// The status classes, in the order of [`class_index`].
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Index of the `2xx`-style class of a status code in [`CLASSES`].
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
 /// `2xx`-style class of a status code (`0` → `none`, for connections that died).
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+    CLASSES[class_index(status)]
+}
+
+/// One route's request counters and latency histogram, looked up by label once and
+/// then kept: a request bumps atomics instead of hashing its labels into the vector
+/// under its lock. Each handle is resolved at its first use, so `/metrics` shows the
+/// same series as before (a route's series appear once it has served a request).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    requests: [OnceLock<IntCounter>; 6],
+    latency: OnceLock<Histogram>,
+}
+
+impl RouteMetrics {
+    /// Counts one request of route `route` answered with `status`, taking `seconds`.
+    pub fn observe(&self, m: &Metrics, route: &str, status: u16, seconds: f64) {
+        let class = class_index(status);
+        self.requests[class]
+            .get_or_init(|| m.requests.with_label_values(&[route, CLASSES[class]]))
+            .inc();
+        self.latency
+            .get_or_init(|| m.latency.with_label_values(&[route]))
+            .observe(seconds);
     }
 }
 
@@ -218,6 +289,29 @@ mod tests {
         assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"2xx\"} 1"));
         assert!(text.contains("rotagate_config_reloads_total{result=\"ok\"} 1"));
         assert!(text.contains("rotagate_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn dropped_log_lines_are_a_family_from_the_start() {
+        let text = Metrics::new().render();
+        assert!(
+            text.contains("rotagate_log_lines_dropped_total 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn route_handles_count_into_the_labelled_series() {
+        let m = Metrics::new();
+        let r = RouteMetrics::default();
+        r.observe(&m, "app", 204, 0.001);
+        r.observe(&m, "app", 200, 0.001);
+        r.observe(&m, "app", 0, 0.001);
+        let text = m.render();
+        assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"2xx\"} 2"));
+        assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"none\"} 1"));
+        assert!(!text.contains("status=\"5xx\""), "unused classes stay absent");
+        assert!(text.contains("rotagate_request_duration_seconds_count{route=\"app\"} 3"));
     }
 
     #[test]

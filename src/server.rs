@@ -153,27 +153,24 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
     };
 
     let limits = runtime_limits(&shared);
-    let mut app = HttpProxy::new(Proxy::new(shared.clone()), Arc::new(ServerConf::default()));
-    let mut server_opts = HttpServerOptions::default();
-    server_opts.h2c = h2c;
-    // an HTTP/2 connection without streams is idle like a keep-alive one
-    server_opts.h2_idle_timeout = Some(limits.keepalive_timeout);
-    app.server_options = Some(server_opts);
-    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
-    h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
-    h2.max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
-    app.h2_options = Some(h2);
-    app.handle_init_modules();
-    let app = Arc::new(app);
-
     // NOTE: as pingora's own Server does, connections run on single-threaded runtimes
     // without work stealing (measured: a work-stealing runtime serves ~25% fewer
     // requests/s on 2 cores); accepting, admin and signals stay on the caller's runtime
     let workers = WORKERS
         .get_or_init(|| pingora_runtime::Runtime::new_no_steal(threads.max(1), "rotagate-worker"));
+    // pingora sizes its shutdown notification's shards by `threads` (one per thread)
+    let conf = Arc::new(ServerConf {
+        threads: worker_count(workers),
+        ..ServerConf::default()
+    });
+    // one HttpProxy per worker thread: each has its own upstream connection pool, so a
+    // pooled connection is taken back and reused on the thread whose reactor drives it
+    let apps = (0..worker_count(workers))
+        .map(|_| Arc::new(http_proxy(&shared, &conf, h2c, &limits, max_header_bytes)))
+        .collect();
     let done = tokio::spawn(accept_loop(
         listener,
-        app,
+        apps,
         workers,
         AcceptOptions {
             shared: shared.clone(),
@@ -193,6 +190,44 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
     })
 }
 
+/// One pingora proxy service over `shared`, with rotagate's server and HTTP/2 options.
+fn http_proxy(
+    shared: &Arc<Shared>,
+    conf: &Arc<ServerConf>,
+    h2c: bool,
+    limits: &ConnLimits,
+    max_header_bytes: usize,
+) -> HttpProxy<Proxy> {
+    let mut app = HttpProxy::new(Proxy::new(shared.clone()), conf.clone());
+    let mut server_opts = HttpServerOptions::default();
+    server_opts.h2c = h2c;
+    // an HTTP/2 connection without streams is idle like a keep-alive one
+    server_opts.h2_idle_timeout = Some(limits.keepalive_timeout);
+    app.server_options = Some(server_opts);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(limits.h2_max_concurrent_streams);
+    h2.max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    app.h2_options = Some(h2);
+    app.handle_init_modules();
+    app
+}
+
+/// How many single-threaded runtimes `workers` has (1 for a work-stealing one).
+fn worker_count(workers: &pingora_runtime::Runtime) -> usize {
+    match workers {
+        pingora_runtime::Runtime::NoSteal(r) => r.threads(),
+        _ => 1,
+    }
+}
+
+/// The runtime of worker `i` (connections are dealt to them in turn).
+fn worker_at(workers: &pingora_runtime::Runtime, i: usize) -> &tokio::runtime::Handle {
+    match workers {
+        pingora_runtime::Runtime::NoSteal(r) => r.get_runtime_at(i),
+        _ => workers.get_handle(),
+    }
+}
+
 /// The connection limits in force now (a reload applies them to new connections).
 fn runtime_limits(shared: &Shared) -> ConnLimits {
     shared.current().config.listen.limits
@@ -208,7 +243,7 @@ struct AcceptOptions {
 
 async fn accept_loop(
     listener: TcpListener,
-    app: Arc<HttpProxy<Proxy>>,
+    apps: Vec<Arc<HttpProxy<Proxy>>>,
     workers: &'static pingora_runtime::Runtime,
     opts: AcceptOptions,
     mut stop: watch::Receiver<bool>,
@@ -222,6 +257,8 @@ async fn accept_loop(
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let counters = opts.counters;
     let mut backoff: Option<Duration> = None;
+    // the worker the next connection goes to (round robin: even with few connections)
+    let mut next_worker = 0usize;
     'accept: loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -274,7 +311,9 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let slot = ConnSlot::new(permit, counters.clone());
                 let limits = runtime_limits(&opts.shared);
-                let app = app.clone();
+                let worker = next_worker;
+                next_worker = (next_worker + 1) % apps.len();
+                let app = apps[worker].clone();
                 let shutdown = pingora_shutdown.clone();
                 let h2c = opts.h2c;
                 // re-register the socket with the worker's own reactor, so its I/O is
@@ -294,7 +333,7 @@ async fn accept_loop(
                         Some(_) => serve_http1(&app, stream, &shutdown, &limits).await,
                         None => {}
                     }
-                }, workers.get_handle());
+                }, worker_at(workers, worker));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             changed = stop.changed() => {
@@ -307,7 +346,9 @@ async fn accept_loop(
     drop(listener);
     let _ = pingora_shutdown_tx.send(true);
     // wakes keep-alive connections idling in read_request so they close now
-    app.cleanup().await;
+    for app in &apps {
+        app.cleanup().await;
+    }
     let drained = tokio::time::timeout(drain_timeout, async {
         while conns.join_next().await.is_some() {}
     })

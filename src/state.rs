@@ -13,7 +13,7 @@ use crate::access::ActionIndex;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::logout::{LoopBreaker, Target};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::session::{EngineError, SessionEngine};
 
 /// One generation of configuration, with everything derived from it ready for requests.
@@ -33,6 +33,17 @@ pub struct Runtime {
     pub logout_targets: Vec<Target>,
     /// Server Action ids → routes of their defining pages.
     pub actions: ActionIndex,
+    /// Per-route metric handles, same order as `config.routes`, then one for requests
+    /// no route matched (route `-`).
+    pub route_metrics: Vec<RouteMetrics>,
+}
+
+impl Runtime {
+    /// The metric handles of route index `route` (`None`: no route matched).
+    pub fn route_metrics(&self, route: Option<usize>) -> &RouteMetrics {
+        let unmatched = self.route_metrics.len() - 1;
+        &self.route_metrics[route.map_or(unmatched, |i| i.min(unmatched))]
+    }
 }
 
 /// Why a runtime could not be built from a valid configuration.
@@ -112,6 +123,9 @@ impl Runtime {
                 .map(|c| Target::from_clear(c, max_chunks)),
         );
         let actions = config.nextjs.action_index.clone();
+        let route_metrics = (0..=config.routes.len())
+            .map(|_| RouteMetrics::default())
+            .collect();
         Ok(Runtime {
             config,
             generation,
@@ -119,6 +133,7 @@ impl Runtime {
             session,
             logout_targets,
             actions,
+            route_metrics,
         })
     }
 }

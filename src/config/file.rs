@@ -33,6 +33,9 @@ pub struct FileConfig {
     /// `[identity]`.
     #[serde(default)]
     pub identity: IdentityFile,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogFile,
     /// `[[route]]`.
     #[serde(default)]
     pub route: Vec<RouteFile>,
@@ -73,6 +76,14 @@ pub struct ListenFile {
     pub max_connections: Option<Spanned<i64>>,
     /// `h2_max_concurrent_streams`.
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `access`.
+    pub access: Option<bool>,
 }
 
 /// `[upstream]`.

@@ -60,8 +60,24 @@ pub struct Config {
     pub csrf: Csrf,
     /// `[identity]`: headers that tell the upstream who the user is.
     pub identity: Identity,
+    /// `[log]` (defaults when absent).
+    pub log: Log,
     /// Warnings found while validating (rules that can never match, …), for `rotagate check`.
     pub warnings: Vec<String>,
+}
+
+/// `[log]`: what rotagate logs besides warnings and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// `access` (default true): one access line per request (method, path without its
+    /// query, route, status, session outcome, duration).
+    pub access: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { access: true }
+    }
 }
 
 /// `[listen]`: the proxy's own listener.

@@ -588,6 +588,9 @@ pub(super) fn validate(
         logout,
         csrf,
         identity,
+        log: Log {
+            access: f.log.access.unwrap_or(true),
+        },
         warnings,
     })
 }

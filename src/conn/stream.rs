@@ -3,6 +3,12 @@
 //! connection is closed the gentle way (shut down, drain briefly, close) and frees its
 //! `max_connections` slot only when the socket is really gone.
 //!
+//! Writes are buffered as pingora's own listener buffers them
+//! (`L4BufferSettings`, [`WRITE_BUFFER`] bytes): pingora flushes at the end of each
+//! response header without a body and each body, so a small answer leaves in one send
+//! instead of one for its header and one for its body. pingora's `Stream::set_buffer`
+//! is crate-private, so the buffer is ours, in front of its stream.
+//!
 //! NOTE: pingora 0.9 times each header *read* (its keep-alive timeout, or none at all
 //! after a first HTTP/1.1 request: `KeepaliveStatus::Infinite`), never a whole header
 //! block, so a client dribbling one header byte at a time holds a connection for as long
@@ -17,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::l4::stream::{Stream as L4Stream, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
@@ -25,13 +31,19 @@ use pingora::protocols::{
 };
 use pingora::proxy::Session;
 use prometheus::{IntCounter, IntGauge};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use super::{deadline, Phase, LINGER};
 use crate::config::ConnLimits;
 use crate::metrics::Metrics;
+
+/// The write buffer of a client connection: pingora's default (about one MSS).
+pub const WRITE_BUFFER: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
+
+/// The client socket under its write buffer.
+type Inner = BufWriter<L4Stream>;
 
 /// The connection counters, resolved once at start so a connection only bumps atomics.
 #[derive(Debug)]
@@ -93,7 +105,7 @@ impl Drop for ConnSlot {
 #[derive(Debug)]
 pub struct GuardedStream {
     /// `None` only once `Drop` has handed the socket to the lingering close.
-    inner: Option<L4Stream>,
+    inner: Option<Inner>,
     /// A [`Phase`]; atomic because the request hook marks the header block done
     /// through a shared reference (`Session::stream`).
     phase: AtomicU8,
@@ -114,7 +126,7 @@ impl GuardedStream {
     /// `limits.header_timeout` after now.
     pub fn new(inner: L4Stream, limits: ConnLimits, slot: ConnSlot) -> GuardedStream {
         GuardedStream {
-            inner: Some(inner),
+            inner: Some(BufWriter::with_capacity(WRITE_BUFFER, inner)),
             phase: AtomicU8::new(Phase::Header.as_u8()),
             since: Instant::now(),
             limits,
@@ -152,7 +164,7 @@ impl GuardedStream {
     /// Puts bytes already read back in front of the stream (pingora parses them first).
     pub fn rewind(&mut self, data: &[u8]) {
         if let Some(s) = self.inner.as_mut() {
-            s.rewind(data);
+            s.get_mut().rewind(data);
         }
     }
 
@@ -282,14 +294,16 @@ impl AsyncWrite for GuardedStream {
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
         if let Some(s) = self.inner.as_mut() {
-            Shutdown::shutdown(s).await;
+            // what is still buffered goes out first
+            let _ = s.flush().await;
+            Shutdown::shutdown(s.get_mut()).await;
         }
     }
 }
 
 impl UniqueID for GuardedStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.as_ref().map_or(-1, |s| s.id())
+        self.inner.as_ref().map_or(-1, |s| s.get_ref().id())
     }
 }
 
@@ -299,39 +313,39 @@ impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner
             .as_ref()
-            .map(|s| s.get_timing_digest())
+            .map(|s| s.get_ref().get_timing_digest())
             .unwrap_or_default()
     }
     fn get_read_pending_time(&self) -> Duration {
         self.inner
             .as_ref()
-            .map_or(Duration::ZERO, |s| s.get_read_pending_time())
+            .map_or(Duration::ZERO, |s| s.get_ref().get_read_pending_time())
     }
     fn get_write_pending_time(&self) -> Duration {
         self.inner
             .as_ref()
-            .map_or(Duration::ZERO, |s| s.get_write_pending_time())
+            .map_or(Duration::ZERO, |s| s.get_ref().get_write_pending_time())
     }
 }
 
 impl GetProxyDigest for GuardedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.as_ref().and_then(|s| s.get_proxy_digest())
+        self.inner.as_ref().and_then(|s| s.get_ref().get_proxy_digest())
     }
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
         if let Some(s) = self.inner.as_mut() {
-            s.set_proxy_digest(digest);
+            s.get_mut().set_proxy_digest(digest);
         }
     }
 }
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.as_ref().and_then(|s| s.get_socket_digest())
+        self.inner.as_ref().and_then(|s| s.get_ref().get_socket_digest())
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
         if let Some(s) = self.inner.as_mut() {
-            s.set_socket_digest(digest);
+            s.get_mut().set_socket_digest(digest);
         }
     }
 }
@@ -342,7 +356,7 @@ impl Peek for GuardedStream {
     /// the header deadline) and rewound it, so this never waits on the client.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         match self.inner.as_mut() {
-            Some(s) => s.try_peek(buf).await,
+            Some(s) => s.get_mut().try_peek(buf).await,
             None => Ok(false),
         }
     }
@@ -369,8 +383,9 @@ impl Drop for GuardedStream {
 
 /// The lingering close of RFC 9112 §9.6: shut down our sending side (the client reads
 /// our last answer, then EOF), read and discard what the client still sends for up to
-/// [`LINGER`], then close. The connection's slot is freed only then.
-async fn linger(mut s: L4Stream, slot: Option<ConnSlot>) {
+/// [`LINGER`], then close. The connection's slot is freed only then. Shutting down
+/// the buffered stream writes out what is still buffered first.
+async fn linger(mut s: Inner, slot: Option<ConnSlot>) {
     let _ = AsyncWriteExt::shutdown(&mut s).await;
     let until = Instant::now() + LINGER;
     let mut scratch = [0u8; 4096];

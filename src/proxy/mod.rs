@@ -173,6 +173,11 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// No downstream modules: pingora's default adds its response compression module
+    /// disabled (level 0), which rotagate never enables, and which still builds a
+    /// context and runs its filters on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     /// The first hook after a request's header block was read: its header deadline
     /// ends here (the connection's `body_timeout` governs from now on).
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
@@ -310,14 +315,16 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        let route = ctx.route_name().to_string();
-        let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&[&route, crate::metrics::status_class(status)])
-            .inc();
-        m.latency
-            .with_label_values(&[&route])
-            .observe(elapsed.as_secs_f64());
+        let route = ctx.route_name();
+        ctx.rt.route_metrics(ctx.route).observe(
+            &self.shared.metrics,
+            route,
+            status,
+            elapsed.as_secs_f64(),
+        );
+        if !ctx.rt.config.log.access {
+            return;
+        }
         let req = session.req_header();
         let session = ctx.session.as_ref().map_or("-", |d| d.outcome.as_str());
         tracing::info!(

@@ -310,7 +310,10 @@ mod tests {
         let text = m.render();
         assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"2xx\"} 2"));
         assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"none\"} 1"));
-        assert!(!text.contains("status=\"5xx\""), "unused classes stay absent");
+        assert!(
+            !text.contains("status=\"5xx\""),
+            "unused classes stay absent"
+        );
         assert!(text.contains("rotagate_request_duration_seconds_count{route=\"app\"} 3"));
     }
 

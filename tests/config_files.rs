@@ -163,13 +163,22 @@ fn claims_predicates_parse() {
 fn log_access_is_on_by_default_and_a_bool() {
     let cfg = config::parse(UP, Path::new("test.toml")).unwrap();
     assert!(cfg.log.access, "one access line per request by default");
-    let cfg = config::parse(&format!("{UP}[log]\naccess = false\n"), Path::new("test.toml")).unwrap();
+    let cfg = config::parse(
+        &format!("{UP}[log]\naccess = false\n"),
+        Path::new("test.toml"),
+    )
+    .unwrap();
     assert!(!cfg.log.access);
     let e = err(&format!("{UP}[log]\naccess = \"no\"\n"));
     assert!(
-        e.starts_with("test.toml:4:10: `log.access`: invalid type: string \"no\", expected a boolean"),
+        e.starts_with(
+            "test.toml:4:10: `log.access`: invalid type: string \"no\", expected a boolean"
+        ),
         "{e}"
     );
     let e = err(&format!("{UP}[log]\nacess = false\n"));
-    assert!(e.starts_with("test.toml:4:1: `log.acess`: unknown field `acess`"), "{e}");
+    assert!(
+        e.starts_with("test.toml:4:1: `log.acess`: unknown field `acess`"),
+        "{e}"
+    );
 }

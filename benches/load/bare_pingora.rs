@@ -41,7 +41,9 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (arg(&args, "--listen"), arg(&args, "--upstream")) else {
-        println!("bare_pingora: the load comparison's bare pingora proxy; run by benches/load/run.py");
+        println!(
+            "bare_pingora: the load comparison's bare pingora proxy; run by benches/load/run.py"
+        );
         return;
     };
     let upstream = upstream.parse().expect("--upstream: an IP:port");

@@ -124,7 +124,9 @@ def raise_nofile(n):
 def stop(procs):
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+            # pingora's own Server keeps serving for its grace period after SIGTERM
+            # (sharing the port by SO_REUSEPORT with the next one): SIGINT ends it now
+            p.send_signal(getattr(p, "stop_signal", signal.SIGTERM))
     for p in procs:
         try:
             p.wait(timeout=10)
@@ -276,7 +278,9 @@ http://127.0.0.1:{port} {{
 def start_bare(threads):
     def start(env, port, name):
         cmd = [env.bare, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{env.up_port}", "--threads", str(threads)]
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p.stop_signal = signal.SIGINT
+        return p
 
     return start
 
@@ -496,6 +500,7 @@ def main():
     ap.add_argument("--idle-connections", type=int, default=10000)
     ap.add_argument("--json", help="write the medians to this file")
     ap.add_argument("--rotagate-bin", help="use this rotagate binary instead of building one")
+    ap.add_argument("--bare-bin", help="use this bare_pingora binary instead of building one")
     ap.add_argument("--baseline", metavar="BIN", help="also run rotagate's modes with this binary (A/B)")
     args = ap.parse_args()
     if args.smoke:
@@ -517,7 +522,7 @@ def main():
             keep.append(t)
     targets = keep
     rotagate = args.rotagate_bin or build_rotagate(release=not args.smoke)
-    bare = build_bare_pingora() if any(t.needs == "bare" for t in targets) else None
+    bare = args.bare_bin or build_bare_pingora() if any(t.needs == "bare" for t in targets) else None
 
     work = tempfile.mkdtemp(prefix="rotagate-load-")
     raise_nofile(4096)

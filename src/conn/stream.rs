@@ -330,7 +330,9 @@ impl GetTimingDigest for GuardedStream {
 
 impl GetProxyDigest for GuardedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.as_ref().and_then(|s| s.get_ref().get_proxy_digest())
+        self.inner
+            .as_ref()
+            .and_then(|s| s.get_ref().get_proxy_digest())
     }
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
         if let Some(s) = self.inner.as_mut() {
@@ -341,7 +343,9 @@ impl GetProxyDigest for GuardedStream {
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.as_ref().and_then(|s| s.get_ref().get_socket_digest())
+        self.inner
+            .as_ref()
+            .and_then(|s| s.get_ref().get_socket_digest())
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
         if let Some(s) = self.inner.as_mut() {

@@ -9,6 +9,7 @@ pub mod authjs;
 pub mod cookies;
 pub mod jwt;
 pub mod rotate;
+pub mod vault;
 pub mod vault_capture;
 
 use std::sync::Arc;

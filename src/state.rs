@@ -257,13 +257,13 @@ impl Runtime {
         peer.options.write_timeout = Some(up.write_timeout);
         peer.options.idle_timeout = Some(up.idle_timeout);
         let session = match &config.session {
-            Some(s) => Some(
+            Some(s) if s.mode.reissue().is_some() => Some(
                 SessionEngine::new(s).map_err(|source| RuntimeError::Session {
                     file: config.source.display().to_string(),
                     source,
                 })?,
             ),
-            None => None,
+            _ => None,
         };
         let vault = vault_runtime(&config, env)?;
         let mut logout_targets: Vec<Target> = Vec::new();

@@ -689,8 +689,8 @@ async fn the_sessions_api_lists_and_revokes_only_for_the_operator() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    for secret in [&a1, &a2, "sess-ada"] {
-        assert!(!text.contains(secret.as_str()), "no secrets listed: {text}");
+    for secret in [a1.as_str(), a2.as_str(), "sess-ada"] {
+        assert!(!text.contains(secret), "no secrets listed: {text}");
     }
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let families = v["families"].as_array().unwrap();

@@ -106,6 +106,40 @@ def wrk(url, seconds, conns, header=None):
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def cpu_seconds(proc):
+    """utime + stime of a process so far, in seconds (Linux /proc)."""
+    with open(f"/proc/{proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_vault(binary, work, up_port, threads, env):
+    """The `vault` target: rotagate in vault mode (memory store) with one live family.
+
+    The fixed upstream cannot log anyone in, so the family is made by adoption: one
+    request carrying the captured cookie `sid` gets the handle, and every wrk request
+    then presents that handle (verify + store read + credential decrypt + inject; no
+    rotation within `rotate_every`). Returns (process, port, wrk header)."""
+    import urllib.request
+    port = free_port()
+    with open(os.path.join(work, "vault.key"), "wb") as f:
+        f.write(os.urandom(32).hex().encode())
+    path = os.path.join(work, "rotagate-vault.toml")
+    with open(path, "w") as f:
+        f.write(f'[listen]\naddress = "127.0.0.1:{port}"\n{threads}[upstream]\nurl = "http://127.0.0.1:{up_port}"\n'
+                + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\nstore = "memory"\n'
+                + f'[session.vault]\ncapture = ["sid"]\nsecrets = ["file:{work}/vault.key"]\n'
+                + '[[route]]\nname = "app"\nmatch = "/:path*"\n')
+    proc = subprocess.Popen([binary, "run", "-c", path], stdout=subprocess.DEVNULL, env=env)
+    wait_port(port, proc, "rotagate (vault)")
+    probe = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Cookie": "sid=load-test-session"})
+    with urllib.request.urlopen(probe) as r:
+        handle = next((c.split(";")[0] for c in r.headers.get_all("Set-Cookie") or [] if c.startswith("rg=")), None)
+    if not handle:
+        sys.exit("the vault rotagate did not hand out a handle")
+    return proc, port, f"Cookie: {handle}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="debug build, one short round: checks the script works")
@@ -169,16 +203,29 @@ def main():
         with urllib.request.urlopen(probe) as r:
             if not (r.headers.get("Set-Cookie") or "").startswith("session="):
                 sys.exit("the rotating rotagate did not re-mint the session cookie")
+        rot_proc = procs[-1]
+        env = dict(os.environ, RUST_LOG="warn,pingora_core::connectors=off")
+        vault_proc, vault_port, vault_cookie = start_vault(binary, work, up_port, threads, env)
+        procs.append(vault_proc)
         targets = [
             ("direct upstream", f"http://127.0.0.1:{up_port}/", None),
             ("nginx pass-through", f"http://127.0.0.1:{ngx_port}/", None),
             ("rotagate pass-through", f"http://127.0.0.1:{rg_pass_port}/", None),
             ("rotagate rotating", f"http://127.0.0.1:{rg_rot_port}/", cookie),
+            ("rotagate vault", f"http://127.0.0.1:{vault_port}/", vault_cookie),
         ]
+        # CPU per request of the proxy process itself (utime+stime over its own runs)
+        cpu_of = {"rotagate rotating": rot_proc, "rotagate vault": vault_proc}
+        cpu = {n: [0.0, 0.0] for n in cpu_of}
         results = {name: [] for name, _, _ in targets}
         for _ in range(args.rounds):
             for name, url, header in targets:
-                results[name].append(wrk(url, args.seconds, args.connections, header))
+                before = cpu_seconds(cpu_of[name]) if name in cpu_of else 0.0
+                r = wrk(url, args.seconds, args.connections, header)
+                results[name].append(r)
+                if name in cpu_of:
+                    cpu[name][0] += cpu_seconds(cpu_of[name]) - before
+                    cpu[name][1] += r["rps"] * args.seconds
 
         med = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx")} for n, rs in results.items()}
         print(f"\nloopback load, wrk -t1 -c{args.connections}, {args.rounds} round(s) x {args.seconds}s, medians")
@@ -189,6 +236,8 @@ def main():
         r_rot = med["rotagate rotating"]["rps"] / med["rotagate pass-through"]["rps"]
         print(f"\nrotagate pass-through / nginx pass-through: {r_pass:.2f}x (target >= 1.0)")
         print(f"rotagate rotating / rotagate pass-through:  {r_rot:.2f}x (target >= 0.85)")
+        per = {n: (c / reqs * 1e6 if reqs else 0.0) for n, (c, reqs) in cpu.items()}
+        print(f"CPU per request: reissue rotating {per['rotagate rotating']:.1f} us, vault (memory store) {per['rotagate vault']:.1f} us")
         bad = [n for n, m in med.items() if m["non2xx"] > 0]
         if bad:
             sys.exit(f"non-2xx answers from: {', '.join(bad)}")

@@ -141,3 +141,6 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

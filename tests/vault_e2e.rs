@@ -9,6 +9,34 @@ use std::sync::Arc;
 use common::*;
 use tokio::sync::Notify;
 
+/// Every log line the proxies of this test binary write (rotagate's own filter, with its
+/// debug lines too), for the "nothing secret in logs" and security event checks.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+impl std::io::Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let filter = format!("{},rotagate=debug", rotagate::logging::DEFAULT_FILTER);
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(|| LogSink)
+        .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
 /// Past `rotate_every = "5m"` with its ±10 % jitter.
 const PAST_ROTATION: u64 = 331;
 
@@ -115,6 +143,14 @@ async fn app() -> (Upstream, App) {
                     )
                     .body(full("refreshed"))
                     .unwrap(),
+                "/cacheable" => resp(200)
+                    .header("cache-control", "public, max-age=600")
+                    .body(full(cookie))
+                    .unwrap(),
+                "/own-rg" => resp(200)
+                    .header("set-cookie", "rg=the-apps-own; Path=/")
+                    .body(full(cookie))
+                    .unwrap(),
                 "/logout-app" => resp(200)
                     .header("set-cookie", "sid=; Path=/; Max-Age=0")
                     .body(full("bye"))
@@ -147,6 +183,7 @@ async fn app() -> (Upstream, App) {
 }
 
 async fn start_with(secrets: &[&str]) -> (Harness, App) {
+    capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let mut refs = Vec::new();
     for (i, s) in secrets.iter().enumerate() {
@@ -399,6 +436,17 @@ async fn a_replay_after_the_successor_was_seen_and_slack_passed_revokes_the_fami
     assert!(!m.contains(&h1) && !m.contains(&h2), "no handle in metrics");
     // the app never saw the replayed requests
     assert_eq!(n, 3);
+    // one security event names the login and the user; no log line holds a secret
+    let log = logs();
+    let event = log
+        .lines()
+        .find(|l| l.contains("vault_reuse_detected") && l.contains("\"subject\":\"ada\""))
+        .unwrap_or_else(|| panic!("no security event in {log}"));
+    assert!(event.contains("\"level\":\"WARN\""), "{event}");
+    assert!(event.contains("\"target\":\"rotagate::security\""), "{event}");
+    for secret in [h1.as_str(), h2.as_str(), "sess-ada", KEY] {
+        assert!(!log.contains(secret), "a secret in the logs");
+    }
     h.shutdown().await;
 }
 
@@ -764,5 +812,66 @@ async fn without_an_admin_token_the_sessions_api_is_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn hardening_rules_hold_on_the_vault_path() {
+    let (h, _app) = start().await;
+    let h1 = login(&h, "ada").await;
+    h.clock.advance(PAST_ROTATION);
+    // no storable secrets: a cacheable answer that carries the rotated handle is private
+    let r = get_with(&h, "/cacheable", &h1).await;
+    let h2 = set_value(&r, "rg").expect("rotated");
+    let cc = r.headers().get("cache-control").unwrap().to_str().unwrap();
+    assert!(cc.contains("private") && !cc.contains("public"), "{cc}");
+    // the app wins: a cookie of the handle's name set by the app suppresses rotagate's
+    h.clock.advance(PAST_ROTATION);
+    let r = get_with(&h, "/own-rg", &h2).await;
+    let lines = set_cookies(&r);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("rg=")).count(),
+        1,
+        "{lines:?}"
+    );
+    assert!(lines[0].starts_with("rg=the-apps-own"), "{lines:?}");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "rotagate_vault_handle_withheld_total{why=\"app_cookie_won\"}"),
+        1.0
+    );
+    // the browser still holds h2, whose successor it never saw: still a session
+    let r = get_with(&h, "/whoami", &h2).await;
+    let h3 = set_value(&r, "rg").expect("the successor it missed");
+    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
+    // one truth upstream: a bogus copy of the handle next to the real one changes
+    // nothing, and no copy goes upstream
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header("cookie", format!("rg=v1.bogus; x=1; rg={h3}; __Host-rg=t; rg.0=q"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "x=1; sid=sess-ada-0");
+    // bounded work: the cookies past the limit are neither read nor forwarded
+    let mut many = format!("rg={h3}");
+    for i in 0..300 {
+        many.push_str(&format!("; c{i}=v"));
+    }
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header("cookie", many)
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(seen.ends_with("sid=sess-ada-0") && !seen.contains("c299="), "{seen}");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "rotagate_session_events_total{event=\"cookie_limit\"}"),
+        1.0
+    );
     h.shutdown().await;
 }

@@ -126,8 +126,12 @@ fn main() -> ExitCode {
                     if let Some(v) = s.mode.vault() {
                         // settings only: the secrets are counted, never shown
                         let store = match &v.store {
-                            rotagate::config::StoreSpec::Memory => "memory (this process only)".to_string(),
-                            rotagate::config::StoreSpec::Embedded(p) => format!("embedded {}", p.display()),
+                            rotagate::config::StoreSpec::Memory => {
+                                "memory (this process only)".to_string()
+                            }
+                            rotagate::config::StoreSpec::Embedded(p) => {
+                                format!("embedded {}", p.display())
+                            }
                         };
                         println!(
                             "session: vault mode: handle cookie {:?}{}, capture {:?}, rotate_every {}s (±10 %), idle_timeout {}s, absolute_timeout {}s, slack {}s, store {store}, {} secret(s), adopt_existing {}",
@@ -211,7 +215,9 @@ fn main() -> ExitCode {
                     eprintln!("rotagate sessions revoke: give --subject or --family");
                     return ExitCode::from(2);
                 }
-                SessionsAction::List { config, subject } => (config, SessionsCommand::List(subject)),
+                SessionsAction::List { config, subject } => {
+                    (config, SessionsCommand::List(subject))
+                }
             };
             match rotagate::cli::sessions(&config, &cmd) {
                 Ok(text) => {

@@ -115,7 +115,10 @@ async fn demo_vault_holds_only_the_handle_and_two_tabs_stay_logged_in() {
         }
     }
     let proxy = proxy.expect("demo printed the proxy URL");
-    assert!(printed.contains("curl"), "the replay commands are printed: {printed}");
+    assert!(
+        printed.contains("curl"),
+        "the replay commands are printed: {printed}"
+    );
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -134,7 +137,10 @@ async fn demo_vault_holds_only_the_handle_and_two_tabs_stay_logged_in() {
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
     // the browser gets only the handle, never the app's token
-    assert!(lines.iter().all(|l| !l.starts_with("demo_session=")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.starts_with("demo_session=")),
+        "{lines:?}"
+    );
     let handle = lines
         .iter()
         .find(|l| l.starts_with("rg="))

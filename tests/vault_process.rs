@@ -114,7 +114,11 @@ async fn app() -> Upstream {
     .await
 }
 
-fn write_config(dir: &std::path::Path, upstream: SocketAddr, rotate_every: &str) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    rotate_every: &str,
+) -> std::path::PathBuf {
     std::fs::write(dir.join("vault.key"), KEY).unwrap();
     let p = dir.join("rotagate.toml");
     std::fs::write(
@@ -186,7 +190,11 @@ async fn a_restart_on_the_embedded_store_keeps_every_session() {
     let p = Proc::start(&cfg);
     for (user, h) in &handles {
         let (seen, _) = seen_with(&c, &p, h).await;
-        assert_eq!(seen, format!("sid=sess-{user}"), "{user}'s session survived");
+        assert_eq!(
+            seen,
+            format!("sid=sess-{user}"),
+            "{user}'s session survived"
+        );
     }
     p.stop();
 }
@@ -271,7 +279,10 @@ async fn a_corrupted_store_file_fails_start_up_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), up.addr, "5m");
     let store = dir.path().join("data/sessions.redb");
-    for garbage in [&b"this is not a redb file at all, just garbage bytes"[..], &[0u8; 4096][..]] {
+    for garbage in [
+        &b"this is not a redb file at all, just garbage bytes"[..],
+        &[0u8; 4096][..],
+    ] {
         std::fs::write(&store, garbage).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_rotagate"))
             .args(["run", "-c"])
@@ -326,7 +337,11 @@ async fn a_second_process_waits_for_the_store_and_answers_503_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), up.addr, "5m");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
     let c = client();
     let old = Proc::start(&cfg);
     let r = c.get(old.url("/login?user=ada")).send().await.unwrap();

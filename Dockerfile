@@ -16,9 +16,13 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rotagate \
-    && mkdir -p /etc/rotagate
+    && mkdir -p /etc/rotagate /var/lib/rotagate \
+    && chown rotagate:rotagate /var/lib/rotagate
 COPY --from=build /src/target/release/rotagate /usr/local/bin/rotagate
 COPY config/rotagate.toml /etc/rotagate/rotagate.toml
+# vault mode's embedded session store (sessions.redb) lives here: mount a volume so
+# sessions survive container restarts and upgrades (one container at a time)
+VOLUME /var/lib/rotagate
 USER rotagate
 EXPOSE 8080 9091
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \

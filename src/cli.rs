@@ -91,3 +91,101 @@ pub fn keygen() -> Result<String, String> {
         .map_err(|_| "the system random generator failed".to_string())?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }
+
+/// What `rotagate sessions …` asks the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionsCommand {
+    /// `sessions revoke --family ID`.
+    RevokeFamily(String),
+    /// `sessions revoke --subject S`: every login of that user.
+    RevokeSubject(String),
+    /// `sessions list --subject S`.
+    List(String),
+}
+
+/// `rotagate sessions …`: calls the admin listener's sessions API of the proxy that
+/// runs `config_path` (its `admin.address` and `admin.token`) and returns the answer's
+/// body. The token goes in the `Authorization` header only, never in output.
+pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, String> {
+    let cfg = crate::config::load(config_path).map_err(|e| e.to_string())?;
+    let file = config_path.display();
+    let admin = cfg.admin.as_ref().ok_or_else(|| {
+        format!("{file}: `admin.address`: the sessions API needs an [admin] section")
+    })?;
+    let token = admin.token.as_ref().ok_or_else(|| {
+        format!("{file}: `admin.token`: the sessions API is off without it (set `token = \"env:ROTAGATE_ADMIN_TOKEN\"` in [admin])")
+    })?;
+    let mut addr = admin.address;
+    // a listener on every interface is reached on loopback
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let (method, target, body) = match cmd {
+        SessionsCommand::RevokeFamily(id) => (
+            "POST",
+            "/sessions/revoke".to_string(),
+            serde_json::json!({ "family": id }).to_string(),
+        ),
+        SessionsCommand::RevokeSubject(s) => (
+            "POST",
+            "/sessions/revoke".to_string(),
+            serde_json::json!({ "subject": s }).to_string(),
+        ),
+        SessionsCommand::List(s) => (
+            "GET",
+            format!(
+                "/sessions?subject={}",
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            String::new(),
+        ),
+    };
+    let (status, text) = admin_request(addr, method, &target, token.expose(), &body)
+        .map_err(|e| format!("cannot reach the admin listener at {addr}: {e}"))?;
+    if status == 200 {
+        Ok(text)
+    } else {
+        Err(format!(
+            "the admin listener at {addr} answered {status}: {}",
+            text.trim()
+        ))
+    }
+}
+
+/// One HTTP/1.1 request to the admin listener; returns status and body.
+fn admin_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    token: &[u8],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(10);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer ",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(token);
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body.as_bytes());
+    s.write_all(&req)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    Ok((status, rest.to_string()))
+}

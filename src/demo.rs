@@ -33,8 +33,9 @@ const COOKIE: &str = "demo_session";
 /// How often rotagate re-mints the demo token (short, so you can watch it).
 const ROTATE_EVERY: &str = "10s";
 
-/// Runs the demo until Ctrl-C.
-pub fn run(port: u16) -> Result<(), String> {
+/// Runs the demo until Ctrl-C; `vault` runs it in vault mode (the browser holds only
+/// rotagate's handle, the app's token stays in rotagate's memory store).
+pub fn run(port: u16, vault: bool) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,6 +48,9 @@ pub fn run(port: u16) -> Result<(), String> {
         let secret_path = dir.join("secret");
         std::fs::write(&secret_path, &secret).map_err(|e| format!("{}: {e}", secret_path.display()))?;
         let secret = Secret::new(secret.into_bytes());
+        let vault_secret_path = dir.join("vault-secret");
+        std::fs::write(&vault_secret_path, crate::cli::keygen()?)
+            .map_err(|e| format!("{}: {e}", vault_secret_path.display()))?;
 
         let app_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo app: {e}"))?;
         let app_addr = app_listener.local_addr().map_err(|e| e.to_string())?;
@@ -54,7 +58,11 @@ pub fn run(port: u16) -> Result<(), String> {
         tokio::spawn(serve_app(app_listener, app));
 
         let config_path = dir.join("rotagate.toml");
-        let text = demo_config(port, app_addr, &secret_path.display().to_string());
+        let text = if vault {
+            vault_config(port, app_addr, &vault_secret_path.display().to_string())
+        } else {
+            demo_config(port, app_addr, &secret_path.display().to_string())
+        };
         std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
         let cfg = crate::config::load(&config_path).map_err(|e| e.to_string())?;
         let opts = StartOptions { config_path: Some(config_path.clone()), ..Default::default() };
@@ -68,6 +76,12 @@ pub fn run(port: u16) -> Result<(), String> {
         }
         println!("  config                  {}", config_path.display());
         println!();
+        if vault {
+            print_vault_steps(proxy);
+            let result = signals.serve(running).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return result;
+        }
         println!("  1. open http://{proxy}/login and log in");
         println!("  2. reload http://{proxy}/protected: the token's iat moves every {ROTATE_EVERY}");
         println!("     (rotagate re-mints it; the app never does)");
@@ -81,6 +95,66 @@ pub fn run(port: u16) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
+}
+
+/// The steps of `demo --vault`, with the curl commands that replay an old handle.
+fn print_vault_steps(proxy: SocketAddr) {
+    println!("  vault mode: the app's own token never reaches the browser");
+    println!();
+    println!("  1. open http://{proxy}/login and log in; your browser's cookies now hold only");
+    println!("     `rg` (rotagate's handle), never `{COOKIE}` (the app's token, kept by rotagate)");
+    println!("  2. open http://{proxy}/protected in two tabs: the app sees its token on every");
+    println!("     request; the handle rotates every {ROTATE_EVERY} and both tabs stay logged in");
+    println!("  3. play the thief with curl: log in, keep the first handle, use the next one");
+    println!("     (wait {ROTATE_EVERY}+ between the second and third command):");
+    println!();
+    println!("     H1=$(curl -s -o /dev/null -D - -d user=ada http://{proxy}/login | sed -n 's/^set-cookie: \\(rg=[^;]*\\).*/\\1/ip')");
+    println!("     sleep 11; H2=$(curl -s -o /dev/null -D - -H \"cookie: $H1\" http://{proxy}/protected | sed -n 's/^set-cookie: \\(rg=[^;]*\\).*/\\1/ip')");
+    println!("     curl -s -o /dev/null -H \"cookie: $H2\" http://{proxy}/protected   # the user moves on");
+    println!("     sleep 11; curl -si -H \"cookie: $H1\" -H 'accept: text/html' http://{proxy}/protected   # replay: 303 to /login");
+    println!("     curl -si -H \"cookie: $H2\" -H 'accept: text/html' http://{proxy}/protected   # the whole login is revoked");
+    println!();
+    println!("  rotagate_vault_reuse_detected_total on the admin /metrics counts the replay.");
+    println!("  Ctrl-C to stop.");
+}
+
+/// The demo's rotagate configuration in vault mode (memory store: the demo keeps
+/// nothing on disk).
+fn vault_config(port: u16, app: SocketAddr, secret_path: &str) -> String {
+    format!(
+        r#"# rotagate demo configuration, vault mode (generated)
+[listen]
+address = "127.0.0.1:{port}"
+
+[upstream]
+url = "http://{app}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[session]
+mode = "vault"
+rotate_every = "{ROTATE_EVERY}"
+idle_timeout = "30m"
+absolute_timeout = "1h"
+slack = "5s"
+store = "memory"
+
+[session.vault]
+cookie = "rg"
+capture = ["{COOKIE}"]
+secrets = ["file:{secret_path}"]
+
+[[route]]
+name = "assets"
+match = "/favicon.ico"
+bypass = true
+
+[[route]]
+name = "app"
+match = "/:path*"
+"#
+    )
 }
 
 /// The demo's rotagate configuration.

@@ -146,6 +146,22 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
             let _ = writeln!(out, "=> {method} {normalised} matches no rule: proxied with hygiene only, no session work");
         }
     }
+    if let Some(v) = cfg.session.as_ref().and_then(|s| s.mode.vault()) {
+        let bypass = first
+            .and_then(|i| cfg.routes.get(i))
+            .is_some_and(|r| r.bypass);
+        let _ = writeln!(
+            out,
+            "session: vault mode, handle cookie {:?}, captured {:?}: {}",
+            v.cookie,
+            v.capture,
+            if bypass {
+                "on this bypass route neither the handle nor the app's cookies are forwarded"
+            } else {
+                "the app's cookies come from the store (explain does not open it); the handle never goes upstream"
+            }
+        );
+    }
     explain_access(cfg, first, &parts, &mut out);
     Ok(out)
 }

@@ -21,3 +21,4 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;

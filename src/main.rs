@@ -62,6 +62,39 @@ enum Command {
         /// Port for the proxy on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Vault mode: the browser holds only a rotating handle.
+        #[arg(long)]
+        vault: bool,
+    },
+    /// Vault sessions of a running proxy (through its admin listener and `admin.token`).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsAction {
+    /// End sessions: one login (`--family`) or every login of a user (`--subject`).
+    Revoke {
+        /// Config file of the running proxy (admin address and token).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Every family of this subject (e.g. after a password change).
+        #[arg(long, conflicts_with = "family", required_unless_present = "family")]
+        subject: Option<String>,
+        /// One family id.
+        #[arg(long)]
+        family: Option<String>,
+    },
+    /// List a user's families: ids, created, last seen, generation (never secrets).
+    List {
+        /// Config file of the running proxy (admin address and token).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The subject.
+        #[arg(long)]
+        subject: String,
     },
 }
 
@@ -89,6 +122,34 @@ fn main() -> ExitCode {
                 }
                 if cfg.listen.path_strictness == rotagate::config::PathStrictness::Lenient {
                     println!("note: listen.path_strictness = \"lenient\": paths with ';' parameters, '//' or trailing dots are forwarded as sent and matched as servers that cut, merge or drop them read them");
+                }
+                if let Some(s) = &cfg.session {
+                    if let Some(v) = s.mode.vault() {
+                        // settings only: the secrets are counted, never shown
+                        let store = match &v.store {
+                            rotagate::config::StoreSpec::Memory => {
+                                "memory (this process only)".to_string()
+                            }
+                            rotagate::config::StoreSpec::Embedded(p) => {
+                                format!("embedded {}", p.display())
+                            }
+                        };
+                        println!(
+                            "session: vault mode: handle cookie {:?}{}, capture {:?}, rotate_every {}s (±10 %), idle_timeout {}s, absolute_timeout {}s, slack {}s, store {store}, {} secret(s), adopt_existing {}",
+                            v.cookie,
+                            if v.attributes.secure { " (Secure)" } else { "" },
+                            v.capture,
+                            s.rotate_every.as_secs(),
+                            s.idle_timeout.map_or(0, |d| d.as_secs()),
+                            s.absolute_timeout.as_secs(),
+                            v.slack.as_secs(),
+                            v.secrets.len(),
+                            v.adopt_existing,
+                        );
+                    }
+                }
+                if cfg.admin.as_ref().is_some_and(|a| a.token.is_some()) {
+                    println!("admin: sessions API on (admin.token set)");
                 }
                 println!("{}: ok ({} routes)", config.display(), cfg.routes.len());
                 ExitCode::SUCCESS
@@ -138,9 +199,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { port } => {
+        Command::Sessions { action } => {
+            use rotagate::cli::SessionsCommand;
+            let (config, cmd) = match action {
+                SessionsAction::Revoke {
+                    config,
+                    subject: Some(s),
+                    ..
+                } => (config, SessionsCommand::RevokeSubject(s)),
+                SessionsAction::Revoke {
+                    config,
+                    family: Some(f),
+                    ..
+                } => (config, SessionsCommand::RevokeFamily(f)),
+                SessionsAction::Revoke { .. } => {
+                    eprintln!("rotagate sessions revoke: give --subject or --family");
+                    return ExitCode::from(2);
+                }
+                SessionsAction::List { config, subject } => {
+                    (config, SessionsCommand::List(subject))
+                }
+            };
+            match rotagate::cli::sessions(&config, &cmd) {
+                Ok(text) => {
+                    println!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rotagate sessions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { port, vault } => {
             let _log = logging::init(cli.log_format);
-            match rotagate::demo::run(port) {
+            match rotagate::demo::run(port, vault) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rotagate demo: {e}");

@@ -50,6 +50,121 @@ pub struct Metrics {
     /// app's own session cookie winning over a rotation (`app_cookie_won`), and
     /// responses made unstorable for shared caches (`made_private`).
     pub session_events: IntCounterVec,
+    /// Vault metrics (DESIGN §4.2).
+    pub vault: VaultMetrics,
+}
+
+/// Vault mode's metrics: how handles rotate, how often a predecessor was accepted and
+/// why, reuse detections, revocations, store health.
+#[derive(Clone)]
+pub struct VaultMetrics {
+    /// Handle rotations (a family moved to its next generation).
+    pub rotations: IntCounter,
+    /// Predecessor handles accepted, by `window`: `unseen` (the successor was never
+    /// presented: a lost response) or `slack` (within `session.slack` of its first use).
+    pub predecessor_accepts: IntCounterVec,
+    /// Handles presented outside the accepted window (each revoked a family).
+    pub reuse_detected: IntCounter,
+    /// Families revoked, by `reason` (`reuse`, `admin`, `app_logout`, `logout`,
+    /// `subject_changed`).
+    pub revocations: IntCounterVec,
+    /// Compare-and-swap writes lost to another writer (then decided again).
+    pub cas_conflicts: IntCounter,
+    /// Requests whose handle gave no session, by `reason` (`malformed`, `bad_tag`,
+    /// `unknown_kid`, `expired`, `unknown_family`, `ahead`, …).
+    pub anonymous: IntCounterVec,
+    /// Families created (logins and adoptions), by `how` (`login`, `adopted`).
+    pub logins: IntCounterVec,
+    /// Store operation latency in seconds, by `op` (`get`, `cas`, `list`, `cleanup`).
+    pub store_latency: HistogramVec,
+    /// Store errors answered with 503 (nothing cleared, nothing revoked), by `phase`.
+    pub store_errors: IntCounterVec,
+    /// Live families (after the last cleanup pass, adjusted on logins and revocations).
+    pub live_families: IntGauge,
+    /// Handle `Set-Cookie`s withheld, by `why`: `stale` (the generation was no longer
+    /// current when the response went out), `app_cookie_won`.
+    pub handle_withheld: IntCounterVec,
+}
+
+impl VaultMetrics {
+    fn new() -> VaultMetrics {
+        let c =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let v = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric definition")
+        };
+        VaultMetrics {
+            rotations: c("rotagate_vault_rotations_total", "Vault handle rotations"),
+            predecessor_accepts: v(
+                "rotagate_vault_predecessor_accepts_total",
+                "Predecessor handles accepted, by window (unseen, slack)",
+                "window",
+            ),
+            reuse_detected: c(
+                "rotagate_vault_reuse_detected_total",
+                "Vault handles presented outside the accepted window (family revoked)",
+            ),
+            revocations: v(
+                "rotagate_vault_revocations_total",
+                "Vault families revoked, by reason",
+                "reason",
+            ),
+            cas_conflicts: c(
+                "rotagate_vault_cas_conflicts_total",
+                "Vault store compare-and-swap conflicts",
+            ),
+            anonymous: v(
+                "rotagate_vault_anonymous_total",
+                "Vault handles that gave no session, by reason",
+                "reason",
+            ),
+            logins: v(
+                "rotagate_vault_logins_total",
+                "Vault families created, by how (login, adopted)",
+                "how",
+            ),
+            store_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "rotagate_vault_store_latency_seconds",
+                    "Vault store operation latency",
+                )
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
+                ]),
+                &["op"],
+            )
+            .expect("static metric definition"),
+            store_errors: v(
+                "rotagate_vault_store_errors_total",
+                "Vault store errors answered with 503, by phase",
+                "phase",
+            ),
+            live_families: IntGauge::new("rotagate_vault_live_families", "Live vault families")
+                .expect("static metric definition"),
+            handle_withheld: v(
+                "rotagate_vault_handle_withheld_total",
+                "Vault handle Set-Cookies withheld, by why (stale, app_cookie_won)",
+                "why",
+            ),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.rotations.clone()),
+            Box::new(self.predecessor_accepts.clone()),
+            Box::new(self.reuse_detected.clone()),
+            Box::new(self.revocations.clone()),
+            Box::new(self.cas_conflicts.clone()),
+            Box::new(self.anonymous.clone()),
+            Box::new(self.logins.clone()),
+            Box::new(self.store_latency.clone()),
+            Box::new(self.store_errors.clone()),
+            Box::new(self.live_families.clone()),
+            Box::new(self.handle_withheld.clone()),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +263,7 @@ impl Metrics {
         let connections_open =
             IntGauge::new("rotagate_connections_open", "Client connections open now")
                 .expect("static metric definition");
+        let vault = VaultMetrics::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -162,7 +278,10 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(session_events.clone()),
             Box::new(DroppedLogLines::new()),
-        ] {
+        ]
+        .into_iter()
+        .chain(vault.collectors())
+        {
             registry.register(c).expect("metric names are unique");
         }
         Metrics {
@@ -179,6 +298,7 @@ impl Metrics {
             connection_events,
             connections_open,
             session_events,
+            vault,
         }
     }
 
@@ -289,6 +409,10 @@ mod tests {
         assert!(text.contains("rotagate_requests_total{route=\"app\",status=\"2xx\"} 1"));
         assert!(text.contains("rotagate_config_reloads_total{result=\"ok\"} 1"));
         assert!(text.contains("rotagate_request_duration_seconds_bucket"));
+        m.vault.rotations.inc();
+        m.vault.live_families.set(3);
+        assert!(m.render().contains("rotagate_vault_rotations_total 1"));
+        assert!(m.render().contains("rotagate_vault_live_families 3"));
     }
 
     #[test]

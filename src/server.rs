@@ -31,7 +31,7 @@ use crate::conn::{
     stream::{ConnCounters, ConnSlot, GuardedStream},
 };
 use crate::proxy::Proxy;
-use crate::state::{Runtime, RuntimeError, Shared};
+use crate::state::{Env, Runtime, RuntimeError, Shared};
 
 /// The worker runtimes, one set per process: pingora keeps a process-wide handle to the
 /// first no-steal runtime it sees (`pingora_runtime::current_handle`, used to spawn
@@ -79,6 +79,9 @@ pub enum StartError {
     /// The configuration could not be turned into a runtime.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The start-up task failed.
+    #[error("start-up failed: {0}")]
+    Task(String),
 }
 
 /// A running proxy (and admin listener). Dropping it does not stop it: call
@@ -111,12 +114,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
     let h2c = config.listen.h2c;
     let threads = config.listen.threads;
     let max_header_bytes = config.listen.max_header_bytes;
-    let runtime = Runtime::build(config, 1)?;
-    let shared = Arc::new(Shared::new(
-        runtime,
-        opts.clock.clone(),
-        opts.config_path.clone(),
-    ));
+    let env = Arc::new(Env::new(opts.clock.clone()));
+    // opening the embedded store may wait for a previous process to let go of it
+    let env2 = env.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::build(config, 1, &env2))
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))??;
+    let shared = Arc::new(Shared::new(runtime, env, opts.config_path.clone()));
 
     let listener = TcpListener::bind(listen)
         .await

@@ -14,7 +14,10 @@ use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::logout::{LoopBreaker, Target};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::session::vault::{self, VaultError, VaultSettings};
+use crate::session::vault_capture::Names;
 use crate::session::{EngineError, SessionEngine};
+use crate::store::{Store, StoreConfig, StoreError};
 
 /// One generation of configuration, with everything derived from it ready for requests.
 /// A request takes an `Arc` of the current one when it starts and keeps it to the end,
@@ -27,8 +30,10 @@ pub struct Runtime {
     pub generation: u64,
     /// The upstream peer, resolved and with its timeouts set.
     pub peer: HttpPeer,
-    /// The session engine, when `[session]` is configured.
+    /// The session engine, when `[session]` is configured in reissue mode.
     pub session: Option<SessionEngine>,
+    /// The vault engine and names, when `[session]` is configured in vault mode.
+    pub vault: Option<VaultRuntime>,
     /// Cookies a logout deletes: the session cookie and `logout.clear_cookies`.
     pub logout_targets: Vec<Target>,
     /// Server Action ids → routes of their defining pages.
@@ -67,12 +72,183 @@ pub enum RuntimeError {
         /// What is wrong (names the key, never its bytes).
         source: EngineError,
     },
+    /// The vault engine could not be built from its settings.
+    #[error("{file}: {source}")]
+    Vault {
+        /// Config file.
+        file: String,
+        /// What is wrong (names the key, never a secret).
+        source: VaultError,
+    },
+    /// The vault session store could not be opened (corrupted, held by another
+    /// process, unreadable): names the store file.
+    #[error("{file}: `session.store`: {source}")]
+    Store {
+        /// Config file.
+        file: String,
+        /// What is wrong with the store.
+        source: StoreError,
+    },
+}
+
+/// How often expired families and old tombstones are cleaned up.
+pub const VAULT_CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Vault mode's run-time pieces of one configuration.
+pub struct VaultRuntime {
+    /// The engine (over the process's one store).
+    pub engine: Arc<vault::Engine>,
+    /// The handle's and the captured cookies' names.
+    pub names: Names,
+    /// Attributes of the handle cookie.
+    pub attributes: crate::config::CookieAttributes,
+    /// `adopt_existing`.
+    pub adopt_existing: bool,
+    cleanup: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for VaultRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultRuntime")
+            .field("cookie", &self.names.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for VaultRuntime {
+    fn drop(&mut self) {
+        // the cleanup of a configuration no longer in force ends with it
+        if let Some(c) = self.cleanup.take() {
+            c.abort();
+        }
+    }
+}
+
+/// What every configuration generation shares: the clock, the metrics, and the one
+/// session store of the process (opened once; a reload that keeps `session.store`
+/// keeps it, so the embedded file is never opened twice).
+pub struct Env {
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The metrics.
+    pub metrics: Metrics,
+    store: std::sync::Mutex<Option<(StoreConfig, Arc<dyn Store>)>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
+}
+
+impl Env {
+    /// An environment with fresh metrics and no store opened yet.
+    pub fn new(clock: Arc<dyn Clock>) -> Env {
+        Env {
+            clock,
+            metrics: Metrics::new(),
+            store: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The store for `spec`: the one already open when it is the same, else opened now
+    /// (blocking: the embedded store may wait for a previous process to let go).
+    fn store(&self, spec: &crate::config::StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
+        let want = match spec {
+            crate::config::StoreSpec::Memory => StoreConfig::Memory,
+            crate::config::StoreSpec::Embedded(path) => StoreConfig::Embedded {
+                path: path.clone(),
+                handover: crate::store::DEFAULT_HANDOVER,
+            },
+        };
+        let mut slot = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((have, store)) = slot.as_ref() {
+            if *have == want {
+                return Ok(store.clone());
+            }
+        }
+        // a different store: the old one closes when the last configuration using it ends
+        *slot = None;
+        let store = crate::store::open(&want)?;
+        *slot = Some((want, store.clone()));
+        Ok(store)
+    }
+}
+
+/// Counts the vault engine's events in the metrics.
+struct VaultObserver(crate::metrics::VaultMetrics);
+
+impl vault::Observer for VaultObserver {
+    fn event(&self, event: vault::Event) {
+        let m = &self.0;
+        match event {
+            vault::Event::Rotation => m.rotations.inc(),
+            vault::Event::PredecessorAccepted { within_slack } => m
+                .predecessor_accepts
+                .with_label_values(&[if within_slack { "slack" } else { "unseen" }])
+                .inc(),
+            vault::Event::ReuseDetected => m.reuse_detected.inc(),
+            vault::Event::Revoked(reason) => {
+                m.revocations.with_label_values(&[reason.as_str()]).inc()
+            }
+            vault::Event::CasConflict => m.cas_conflicts.inc(),
+            vault::Event::Anonymous(why) => m.anonymous.with_label_values(&[why.as_str()]).inc(),
+            vault::Event::Login => {}
+        }
+    }
+    fn store_latency(&self, op: vault::StoreOp, seconds: f64) {
+        self.0
+            .store_latency
+            .with_label_values(&[op.as_str()])
+            .observe(seconds);
+    }
+    fn live_families(&self, count: u64) {
+        self.0
+            .live_families
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+}
+
+fn vault_runtime(config: &Config, env: &Env) -> Result<Option<VaultRuntime>, RuntimeError> {
+    let Some(s) = config.session.as_ref() else {
+        return Ok(None);
+    };
+    let Some(v) = s.mode.vault() else {
+        return Ok(None);
+    };
+    let file = config.source.display().to_string();
+    let store = env.store(&v.store).map_err(|source| RuntimeError::Store {
+        file: file.clone(),
+        source,
+    })?;
+    let settings = VaultSettings {
+        secrets: v.secrets.clone(),
+        rotate_every: s.rotate_every,
+        idle_timeout: s.idle_timeout.unwrap_or(crate::config::DEFAULT_VAULT_IDLE),
+        absolute_timeout: s.absolute_timeout,
+        slack: v.slack,
+    };
+    let engine = vault::Engine::new(&settings, store, env.clock.clone())
+        .map_err(|source| RuntimeError::Vault { file, source })?
+        .with_observer(Arc::new(VaultObserver(env.metrics.vault.clone())));
+    let engine = Arc::new(engine);
+    // outside a tokio runtime (`rotagate check`-like callers) nothing is cleaned
+    let cleanup = tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|_| engine.spawn_cleanup(VAULT_CLEANUP_EVERY));
+    Ok(Some(VaultRuntime {
+        engine,
+        names: Names::new(&v.cookie, &v.capture),
+        attributes: v.attributes.clone(),
+        adopt_existing: v.adopt_existing,
+        cleanup,
+    }))
 }
 
 impl Runtime {
     /// Derives the run-time pieces from a validated configuration. The upstream host is
     /// resolved here, once per load, not per request.
-    pub fn build(config: Config, generation: u64) -> Result<Runtime, RuntimeError> {
+    pub fn build(config: Config, generation: u64, env: &Env) -> Result<Runtime, RuntimeError> {
         let up = &config.upstream;
         let resolve_err = |reason: String| RuntimeError::Resolve {
             file: config.source.display().to_string(),
@@ -91,19 +267,17 @@ impl Runtime {
         peer.options.write_timeout = Some(up.write_timeout);
         peer.options.idle_timeout = Some(up.idle_timeout);
         let session = match &config.session {
-            Some(s) => Some(
-                SessionEngine::new(s).map_err(|source| RuntimeError::Session {
+            Some(s) if s.mode.reissue().is_some() => Some(SessionEngine::new(s).map_err(
+                |source| RuntimeError::Session {
                     file: config.source.display().to_string(),
                     source,
-                })?,
-            ),
-            None => None,
+                },
+            )?),
+            _ => None,
         };
+        let vault = vault_runtime(&config, env)?;
         let mut logout_targets: Vec<Target> = Vec::new();
-        let reissue = config.session.as_ref().map(|s| {
-            let crate::config::SessionMode::Reissue(r) = &s.mode;
-            r
-        });
+        let reissue = config.session.as_ref().and_then(|s| s.mode.reissue());
         // a valid session's chunks fit in one request header block: delete no more
         let max_chunks = reissue.map_or(crate::session::cookies::MAX_CHUNKS, |r| {
             crate::session::cookies::max_valid_chunks(config.listen.max_header_bytes, r.chunk_size)
@@ -114,6 +288,21 @@ impl Runtime {
                 attributes: r.attributes.clone(),
                 max_chunks,
             });
+        }
+        if let Some(v) = config.session.as_ref().and_then(|s| s.mode.vault()) {
+            // the handle, and any captured cookie a browser still holds from before vault
+            logout_targets.push(Target {
+                name: v.cookie.clone(),
+                attributes: v.attributes.clone(),
+                max_chunks: 0,
+            });
+            for c in &v.capture {
+                logout_targets.push(Target {
+                    name: c.clone(),
+                    attributes: v.attributes.clone(),
+                    max_chunks,
+                });
+            }
         }
         logout_targets.extend(
             config
@@ -131,6 +320,7 @@ impl Runtime {
             generation,
             peer,
             session,
+            vault,
             logout_targets,
             actions,
             route_metrics,
@@ -152,6 +342,7 @@ pub struct ReloadStatus {
 /// State shared between the proxy, the admin listener and the signal handlers.
 pub struct Shared {
     current: ArcSwap<Runtime>,
+    env: Arc<Env>,
     /// Metrics of this instance.
     pub metrics: Metrics,
     /// The clock (a [`crate::clock::ManualClock`] in tests).
@@ -172,9 +363,10 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// State starting at generation 1 with `runtime`.
-    pub fn new(runtime: Runtime, clock: Arc<dyn Clock>, config_path: Option<PathBuf>) -> Shared {
-        let metrics = Metrics::new();
+    /// State starting at generation 1 with `runtime` (built over `env`).
+    pub fn new(runtime: Runtime, env: Arc<Env>, config_path: Option<PathBuf>) -> Shared {
+        let metrics = env.metrics.clone();
+        let clock = env.clock.clone();
         metrics.config_generation.set(runtime.generation as i64);
         let (status, _) = watch::channel(ReloadStatus {
             generation: runtime.generation,
@@ -182,6 +374,7 @@ impl Shared {
         });
         Shared {
             current: ArcSwap::from_pointee(runtime),
+            env,
             metrics,
             clock,
             loop_breaker: LoopBreaker::new(),
@@ -209,10 +402,11 @@ impl Shared {
             return Err("no config file to reload (started from a built-in config)".to_string());
         };
         let next_gen = self.current().generation + 1;
+        let env = self.env.clone();
         // file reads and DNS resolution block: keep them off the proxy's worker threads
         let built = tokio::task::spawn_blocking(move || -> Result<Runtime, String> {
             let cfg = config::load(&path).map_err(|e| e.to_string())?;
-            Runtime::build(cfg, next_gen).map_err(|e| e.to_string())
+            Runtime::build(cfg, next_gen, &env).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));

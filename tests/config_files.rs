@@ -30,6 +30,11 @@ fn every_example_parses() {
         "an-example-secret-of-at-least-32-bytes!!",
     );
     std::env::set_var("AUTH_SECRET", "an-example-auth-secret-of-32-bytes-or-more");
+    std::env::set_var(
+        "ROTAGATE_VAULT_KEY",
+        "an-example-vault-key-of-32-bytes-or-more!",
+    );
+    std::env::set_var("ROTAGATE_ADMIN_TOKEN", "an-example-admin-token");
     let mut n = 0;
     for entry in std::fs::read_dir("config/examples").unwrap() {
         let path = entry.unwrap().path();
@@ -179,6 +184,169 @@ fn log_access_is_on_by_default_and_a_bool() {
     let e = err(&format!("{UP}[log]\nacess = false\n"));
     assert!(
         e.starts_with("test.toml:4:1: `log.acess`: unknown field `acess`"),
+        "{e}"
+    );
+}
+
+/// A vault key for tests, under a name of the test's own (tests run in parallel).
+fn vault_key(var: &str) -> String {
+    std::env::set_var(var, "vault-test-key-vault-test-key-0123456789");
+    format!("secrets = [\"env:{var}\"]\n")
+}
+
+#[test]
+fn vault_defaults_are_the_documented_ones() {
+    std::env::set_var(
+        "ROTAGATE_VAULT_KEY",
+        "an-example-vault-key-of-32-bytes-or-more!",
+    );
+    let cfg = config::parse(
+        &format!("{UP}[session]\nmode = \"vault\"\n"),
+        Path::new("/etc/rotagate/rotagate.toml"),
+    )
+    .unwrap();
+    let s = cfg.session.unwrap();
+    assert_eq!(s.rotate_every.as_secs(), 300);
+    assert_eq!(s.idle_timeout.unwrap().as_secs(), 1800);
+    assert_eq!(s.absolute_timeout.as_secs(), 12 * 3600);
+    let v = s.mode.vault().unwrap();
+    assert_eq!(v.cookie, "rg", "plain http origin: no prefix");
+    assert!(!v.attributes.secure && v.attributes.http_only);
+    assert_eq!(v.attributes.path, "/");
+    assert_eq!(v.capture, vec!["sid".to_string()]);
+    assert_eq!(v.slack.as_secs(), 10);
+    assert!(v.adopt_existing);
+    assert_eq!(v.secrets.len(), 1);
+    assert_eq!(
+        v.store,
+        config::StoreSpec::Embedded("/var/lib/rotagate/sessions.redb".into())
+    );
+    // https: the handle gets the __Host-Http- prefix and Secure
+    let cfg = config::parse(
+        &format!(
+            "[listen]\npublic_origin = \"https://app.example.com\"\n{UP}[session]\nmode = \"vault\"\nstore = \"memory\"\nstore_path = \"x\"\n[session.vault]\n{}",
+            vault_key("VAULT_KEY_DEFAULTS")
+        ),
+        Path::new("t.toml"),
+    );
+    let e = cfg.unwrap_err().to_string();
+    assert!(
+        e.contains("`session.store_path`: `store_path` applies to store = \"embedded\" only"),
+        "{e}"
+    );
+    let cfg = config::parse(
+        &format!(
+            "[listen]\npublic_origin = \"https://app.example.com\"\n{UP}[session]\nmode = \"vault\"\nstore = \"memory\"\n[session.vault]\n{}",
+            vault_key("VAULT_KEY_DEFAULTS")
+        ),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let v = cfg.session.unwrap();
+    let v = v.mode.vault().unwrap();
+    assert_eq!(v.cookie, "__Host-Http-rg");
+    assert!(v.attributes.secure);
+    assert_eq!(v.store, config::StoreSpec::Memory);
+}
+
+#[test]
+fn vault_store_path_is_relative_to_the_config_file() {
+    let text = format!(
+        "{UP}[session]\nmode = \"vault\"\nstore_path = \"data/s.redb\"\n[session.vault]\n{}",
+        vault_key("VAULT_KEY_PATH")
+    );
+    let cfg = config::parse(&text, Path::new("/srv/rg/rotagate.toml")).unwrap();
+    assert_eq!(
+        cfg.session.unwrap().mode.vault().unwrap().store,
+        config::StoreSpec::Embedded("/srv/rg/data/s.redb".into())
+    );
+}
+
+#[test]
+fn vault_mistakes_name_file_line_key_and_expectation() {
+    let key = vault_key("VAULT_KEY_MISTAKES");
+    let cases: &[(&str, &str)] = &[
+        (
+            "[session]\nmode = \"vault\"\nslack = \"2m\"\n",
+            "test.toml:5:9: `session.slack`: expected at most \"60s\"",
+        ),
+        (
+            "[session]\nmode = \"vault\"\nstore = \"redis://cache:6379/0\"\n",
+            "test.toml:5:9: `session.store`: store \"redis://…\" is not yet supported",
+        ),
+        (
+            "[session]\nmode = \"vault\"\nstore = \"sqlite\"\n",
+            "test.toml:5:9: `session.store`: expected \"embedded\", \"memory\" or \"redis://…\", found \"sqlite\"",
+        ),
+        (
+            "[session]\nmode = \"vault\"\n[session.vault]\nsecrets = [\"env:VAULT_KEY_UNSET_NOWHERE\"]\n",
+            "test.toml:6:12: `session.vault.secrets[0]`: environment variable VAULT_KEY_UNSET_NOWHERE is not set or empty",
+        ),
+        (
+            "[session]\nmode = \"vault\"\n[session.vault]\ncookie = \"__Host-rg\"\n",
+            "`session.vault.cookie`: cookie \"__Host-rg\" needs Secure",
+        ),
+        (
+            "[session]\nmode = \"vault\"\n[session.vault]\ncapture = []\n",
+            "`session.vault.capture`: expected at least one cookie name",
+        ),
+        (
+            "[session]\nmode = \"vault\"\n[session.vault]\ncapture = [\"rg\"]\n",
+            "is the handle cookie's own name",
+        ),
+        (
+            "[session]\nmode = \"reissue\"\nslack = \"5s\"\n[session.reissue]\nformat = \"jwt\"\n",
+            "test.toml:5:9: `session.slack`: `slack` applies to mode = \"vault\" only",
+        ),
+        (
+            "[session]\nmode = \"vaulted\"\n",
+            "`session.mode`: expected \"reissue\" or \"vault\", found \"vaulted\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let text = if body.contains("[session.vault]") || body.contains("reissue") {
+            format!("{UP}{body}")
+        } else {
+            format!("{UP}{body}[session.vault]\n{key}")
+        };
+        let e = err(&text);
+        assert!(e.contains(want), "for\n{body}\nwant {want:?}\ngot  {e}");
+    }
+}
+
+#[test]
+fn vault_secrets_must_be_references_of_32_bytes() {
+    std::env::set_var("VAULT_KEY_SHORT", "too-short");
+    let e = err(&format!(
+        "{UP}[session]\nmode = \"vault\"\n[session.vault]\nsecrets = [\"env:VAULT_KEY_SHORT\"]\n"
+    ));
+    assert!(
+        e.contains(
+            "`session.vault.secrets[0]`: expected a secret of at least 32 bytes, found 9 bytes"
+        ),
+        "{e}"
+    );
+    let inline = "inline-vault-secret-inline-vault-secret-0123";
+    let e = err(&format!(
+        "{UP}[session]\nmode = \"vault\"\n[session.vault]\nsecrets = [\"{inline}\"]\n"
+    ));
+    assert!(e.contains("secrets are never written inline"), "{e}");
+    assert!(!e.contains(inline), "the value is never echoed: {e}");
+    // the default reference, when its variable is missing, names the key
+    std::env::remove_var("ROTAGATE_VAULT_KEY_NEVER_SET");
+    let e = err(&format!(
+        "{UP}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"short\"\n"
+    ));
+    assert!(
+        e.contains("`admin.token`: expected a secret reference"),
+        "{e}"
+    );
+    std::env::set_var("ADMIN_TOKEN_SHORT", "short");
+    let e = err(&format!(
+        "{UP}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"env:ADMIN_TOKEN_SHORT\"\n"
+    ));
+    assert!(
+        e.contains("`admin.token`: expected an admin token of at least 16 bytes"),
         "{e}"
     );
 }

@@ -12,7 +12,8 @@ Targets (TARGETS below: one spec each, add one by appending to the list):
   nginx 1 and 2 workers, HAProxy 1 thread, Caddy GOMAXPROCS=1, a bare pingora proxy
   (benches/load/bare_pingora.rs: pingora's own Server and listener, no hooks), rotagate
   pass-through with 1 and 2 threads, verifying an HS256 session on every request,
-  re-minting it on every request, and pass-through with its default access logging.
+  re-minting it on every request, pass-through with its default access logging, and
+  a vault session (memory store) on every request.
   Peers whose binary is missing are skipped with a note (scripts/setup.sh --bench
   installs HAProxy, Caddy and h2load from Debian's packages).
 
@@ -322,9 +323,51 @@ def start_rotagate(threads, session=None, access_log=False, baseline=False):
 
 
 class Target:
-    def __init__(self, key, label, start, needs=None, session=None, smoke=False):
+    """One thing to load. `prepare(t)`, when given, runs once the target listens and
+    returns the request header its wrk runs carry (the vault target's handle)."""
+
+    def __init__(self, key, label, start, needs=None, session=None, smoke=False, prepare=None):
         self.key, self.label, self.start, self.needs, self.session, self.smoke = key, label, start, needs, session, smoke
+        self.prepare, self.header = prepare, None
         self.proc, self.port = None, None
+
+    def request_header(self, session_header):
+        """The header this target's requests carry: its own, or the HS256 session's."""
+        return self.header or (session_header if self.session else None)
+
+
+def start_vault(threads):
+    """rotagate in vault mode (memory store). The fixed upstream cannot log anyone in,
+    so `vault_handle` makes the family by adoption: one request carrying the captured
+    cookie `sid` gets the handle, and every wrk request then presents it (handle verify,
+    store read, credential decrypt, inject; no rotation within `rotate_every`)."""
+
+    def start(env, port, name):
+        with open(os.path.join(env.work, "vault.key"), "wb") as f:
+            f.write(os.urandom(32).hex().encode())
+        path = os.path.join(env.work, f"{name}.toml")
+        threads_line = f"threads = {threads}\n" if threads else ""
+        with open(path, "w") as f:
+            f.write(f'[listen]\naddress = "127.0.0.1:{port}"\n{threads_line}[upstream]\nurl = "http://127.0.0.1:{env.up_port}"\n'
+                    + '[log]\naccess = false\n'
+                    + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\nstore = "memory"\n'
+                    + f'[session.vault]\ncapture = ["sid"]\nsecrets = ["file:{env.work}/vault.key"]\n'
+                    + '[[route]]\nname = "app"\nmatch = "/:path*"\n')
+        penv = dict(os.environ)
+        penv.pop("RUST_LOG", None)
+        return subprocess.Popen([env.rotagate, "run", "-c", path], stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(env.work, f"{name}.log"), "w"), env=penv)
+
+    return start
+
+
+def vault_handle(t):
+    probe = urllib.request.Request(f"http://127.0.0.1:{t.port}/", headers={"Cookie": "sid=load-test-session"})
+    with urllib.request.urlopen(probe) as r:
+        handle = next((c.split(";")[0] for c in r.headers.get_all("Set-Cookie") or [] if c.startswith("rg=")), None)
+    if not handle:
+        sys.exit("the vault rotagate did not hand out a handle")
+    return f"Cookie: {handle}"
 
 
 TARGETS = [
@@ -338,6 +381,7 @@ TARGETS = [
     Target("verify-1", "rotagate HS256 verify every request, 1 thread", start_rotagate(1, "verify"), session="verify", smoke=True),
     Target("remint-1", "rotagate HS256 re-mint every request, 1 thread", start_rotagate(1, "remint"), session="remint", smoke=True),
     Target("log-1", "rotagate pass-through + default access log, 1 thread", start_rotagate(1, access_log=True)),
+    Target("vault-1", "rotagate vault session (memory store), 1 thread", start_vault(1), smoke=True, prepare=vault_handle),
 ]
 
 # with --baseline BIN: the same rotagate modes run by another binary (an A/B in one run)
@@ -375,7 +419,7 @@ def wrk(url, seconds, conns, header=None):
 def measure(t, seconds, conns, header):
     """One wrk run against `t`, with the CPU its processes used meanwhile."""
     before = cpu_seconds(t.proc.pid)
-    r = wrk(f"http://127.0.0.1:{t.port}/", seconds, conns, header if t.session else None)
+    r = wrk(f"http://127.0.0.1:{t.port}/", seconds, conns, t.request_header(header))
     used = cpu_seconds(t.proc.pid) - before
     r["cpu_us"] = used * 1e6 / max(r["requests"], 1)
     return r
@@ -550,11 +594,13 @@ def main():
             procs.append(t.proc)
         for t in targets:
             wait_port(t.port, t.proc, t.label)
+            if t.prepare:
+                t.header = t.prepare(t)
         check_sessions(targets, token)
 
         # warm every target up (pools, caches), then interleaved rounds
         for t in targets:
-            wrk(f"http://127.0.0.1:{t.port}/", 1, args.connections, header if t.session else None)
+            wrk(f"http://127.0.0.1:{t.port}/", 1, args.connections, t.request_header(header))
         results = {t.key: [] for t in targets}
         for r in range(args.rounds):
             order = targets[r % len(targets):] + targets[: r % len(targets)]
@@ -609,8 +655,8 @@ def fixed_rate(targets, med, up_port, header, work, notes):
     rate = peak / 2
     rows = {"direct": h2load_p(f"http://127.0.0.1:{up_port}/", rate, 10, 16, None, os.path.join(work, "h2-direct"))}
     for t in targets:
-        if t.key in ("nginx-1", "haproxy-1", "pingora-1", "rotagate-1", "verify-1", "remint-1"):
-            rows[t.key] = h2load_p(f"http://127.0.0.1:{t.port}/", rate, 10, 16, header if t.session else None,
+        if t.key in ("nginx-1", "haproxy-1", "pingora-1", "rotagate-1", "verify-1", "remint-1", "vault-1"):
+            rows[t.key] = h2load_p(f"http://127.0.0.1:{t.port}/", rate, 10, 16, t.request_header(header),
                                    os.path.join(work, f"h2-{t.key}"))
     return rows
 
@@ -656,6 +702,8 @@ def report(args, targets, med, latency, notes):
     goal("2 threads req/s vs nginx 2 workers", rps("rotagate-2"), rps("nginx-2"), 0.80, higher=True)
     goal("access log req/s vs without", rps("log-1"), rps("rotagate-1"), 0.95, higher=True)
     goal("moonshot: verify CPU/req vs nginx", c("verify-1"), c("nginx-1"), 1.25)
+    if c("vault-1") and c("verify-1"):
+        goals.append(f"vault CPU/req vs reissue verify: {c('vault-1') / c('verify-1'):.2f}x (reported)")
     if goals:
         print("\nDESIGN §8 targets (this run)")
         for g in goals:

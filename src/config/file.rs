@@ -108,6 +108,8 @@ pub struct UpstreamFile {
 pub struct AdminFile {
     /// `address`.
     pub address: S,
+    /// `token`: bearer token for the sessions API (`env:`/`file:` reference).
+    pub token: Option<S>,
 }
 
 /// `[nextjs]`.
@@ -152,8 +154,30 @@ pub struct SessionFile {
     pub idle_timeout: Option<S>,
     /// `leeway`.
     pub leeway: Option<S>,
+    /// `slack` (vault mode).
+    pub slack: Option<S>,
+    /// `store` (vault mode).
+    pub store: Option<S>,
+    /// `store_path` (vault mode, embedded store).
+    pub store_path: Option<S>,
     /// `[session.reissue]`.
     pub reissue: Option<ReissueFile>,
+    /// `[session.vault]`.
+    pub vault: Option<Spanned<VaultFile>>,
+}
+
+/// `[session.vault]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultFile {
+    /// `cookie`.
+    pub cookie: Option<S>,
+    /// `capture`.
+    pub capture: Option<Spanned<Vec<S>>>,
+    /// `secrets`.
+    pub secrets: Option<Spanned<Vec<S>>>,
+    /// `adopt_existing`.
+    pub adopt_existing: Option<bool>,
 }
 
 /// `[session.reissue]`.

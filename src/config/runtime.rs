@@ -220,6 +220,9 @@ pub struct Upstream {
 pub struct Admin {
     /// `address` to bind, e.g. `127.0.0.1:9091`.
     pub address: SocketAddr,
+    /// `token`: the bearer token of the sessions API (`/sessions`, `/sessions/revoke`);
+    /// `None` turns that API off (404).
+    pub token: Option<Secret>,
 }
 
 /// `[nextjs]`: facts about the Next.js app behind the proxy.
@@ -336,6 +339,74 @@ pub struct Session {
 pub enum SessionMode {
     /// `mode = "reissue"` with `[session.reissue]`.
     Reissue(Reissue),
+    /// `mode = "vault"` with `[session.vault]`.
+    Vault(Vault),
+}
+
+impl SessionMode {
+    /// The reissue settings, when that is the mode.
+    pub fn reissue(&self) -> Option<&Reissue> {
+        match self {
+            SessionMode::Reissue(r) => Some(r),
+            SessionMode::Vault(_) => None,
+        }
+    }
+
+    /// The vault settings, when that is the mode.
+    pub fn vault(&self) -> Option<&Vault> {
+        match self {
+            SessionMode::Vault(v) => Some(v),
+            SessionMode::Reissue(_) => None,
+        }
+    }
+}
+
+/// Default `slack` of vault mode: how long a predecessor handle stays good after its
+/// successor was first presented.
+pub const DEFAULT_SLACK: Duration = Duration::from_secs(10);
+/// Largest `slack` accepted.
+pub const MAX_SLACK: Duration = Duration::from_secs(60);
+/// Default `idle_timeout` in vault mode.
+pub const DEFAULT_VAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Default `absolute_timeout` in vault mode.
+pub const DEFAULT_VAULT_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+/// Default `store_path` of the embedded store.
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/rotagate/sessions.redb";
+/// Default captured cookie names.
+pub const DEFAULT_CAPTURE: &str = "sid";
+/// Default vault secret reference.
+pub const DEFAULT_VAULT_SECRET: &str = "env:ROTAGATE_VAULT_KEY";
+
+/// `[session] mode = "vault"`: the browser holds only a rotating handle; the app's own
+/// cookies are kept server-side (DESIGN §4.2).
+#[derive(Debug, Clone)]
+pub struct Vault {
+    /// `[session.vault] cookie`: the handle cookie (default `__Host-Http-rg` when the
+    /// public origin is https, else `rg`).
+    pub cookie: String,
+    /// Attributes of the handle cookie: `HttpOnly; Path=/; SameSite=Lax`, `Secure` on
+    /// https.
+    pub attributes: CookieAttributes,
+    /// `capture`: the app's cookies kept server-side (default `["sid"]`).
+    pub capture: Vec<String>,
+    /// `secrets`: first is active, all verify; each ≥ 32 bytes.
+    pub secrets: Vec<Secret>,
+    /// `adopt_existing` (default true): a browser holding a captured cookie but no
+    /// handle (logged in before vault mode) is adopted once into a new family.
+    pub adopt_existing: bool,
+    /// `[session] slack` (default [`DEFAULT_SLACK`], at most [`MAX_SLACK`]).
+    pub slack: Duration,
+    /// `[session] store` / `store_path`.
+    pub store: StoreSpec,
+}
+
+/// Where vault families are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `store = "memory"`: in this process only (lost on restart).
+    Memory,
+    /// `store = "embedded"` (default): one redb file at this absolute path.
+    Embedded(PathBuf),
 }
 
 /// `[session.reissue]`: the app's own token, re-minted.

@@ -16,6 +16,8 @@ use super::{ConfigError, Locator, Problem};
 use crate::matcher::{Condition, ConditionKind, MatcherSpec, NextOptions, RuleSet, SourceSpec};
 use crate::secret::Secret;
 
+mod vault;
+
 /// Default `rotate_every`.
 pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Default chunk size for `jwt` and `authjs` cookies.
@@ -24,6 +26,8 @@ pub const DEFAULT_CHUNK_SIZE: usize = 3936;
 pub const DEFAULT_CHUNK_SIZE_V4: usize = 3933;
 /// Smallest HMAC secret accepted, in bytes.
 pub const MIN_HMAC_SECRET: usize = 32;
+/// Smallest `admin.token` accepted, in bytes.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 struct Ctx<'a> {
     loc: &'a Locator<'a>,
@@ -283,7 +287,21 @@ pub(super) fn validate(
     let admin = f
         .admin
         .as_ref()
-        .and_then(|a| cx.socket_addr(&a.address).map(|address| Admin { address }));
+        .and_then(|a| {
+            let token = a.token.as_ref().and_then(|t| {
+                let v = cx.secret(t, true)?;
+                if v.len() < MIN_ADMIN_TOKEN {
+                    cx.bad_at(
+                        t,
+                        format!("expected an admin token of at least {MIN_ADMIN_TOKEN} bytes, found {} bytes (make one with `rotagate keygen`)", v.len()),
+                    );
+                    return None;
+                }
+                Some(v)
+            });
+            cx.socket_addr(&a.address)
+                .map(|address| Admin { address, token })
+        });
 
     // [nextjs]
     let base_path = match &f.nextjs.base_path {
@@ -649,12 +667,32 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
     if let Some(m) = &s.mode {
         match m.get_ref().as_str() {
             "reissue" => {}
-            "vault" => cx.bad_at(
+            "vault" => return vault::session(cx, s, origin),
+            other => cx.bad_at(
                 m,
-                "mode \"vault\" is planned but not available yet; expected \"reissue\"",
+                format!("expected \"reissue\" or \"vault\", found {other:?}"),
             ),
-            other => cx.bad_at(m, format!("expected \"reissue\", found {other:?}")),
         }
+    }
+    for (key, v) in [
+        ("slack", &s.slack),
+        ("store", &s.store),
+        ("store_path", &s.store_path),
+    ] {
+        if let Some(v) = v {
+            cx.bad_at(
+                v,
+                format!(
+                    "`{key}` applies to mode = \"vault\" only (set `session.mode = \"vault\"`)"
+                ),
+            );
+        }
+    }
+    if let Some(v) = &s.vault {
+        cx.bad_at(
+            v,
+            "[session.vault] applies to mode = \"vault\" only (set `session.mode = \"vault\"`)",
+        );
     }
     let Some(r) = &s.reissue else {
         cx.bad(

@@ -128,6 +128,9 @@ impl Proxy {
         if let Some(d) = ctx.session.as_mut() {
             d.set_cookies.clear();
         }
+        // vault: the login ends server-side too, and no handle follows the logout
+        self.vault_end(ctx, crate::store::RevokeReason::Logout)
+            .await;
 
         let upstream_has_no_body = resp
             .headers
@@ -166,6 +169,49 @@ impl Proxy {
         }
         *resp = new;
         Ok(())
+    }
+
+    /// The logout answer for a request whose vault family is revoked (a reuse just
+    /// detected, or an earlier revocation): the login answer for its kind, every session
+    /// cookie deleted, `Cache-Control: no-store`. Returns `false` (nothing written) for
+    /// prefetches and on the login page itself, which go on as anonymous.
+    pub(super) async fn vault_revoked_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        reason: &str,
+    ) -> Result<bool> {
+        let cfg = &ctx.rt.config;
+        if super::request::is_login_path(&ctx.log_path, &cfg.logout.login_url) {
+            return Ok(false);
+        }
+        let req = session.req_header();
+        let request_kind = logout::classify(&req.headers);
+        let return_to = logout::return_path(&ctx.log_path, req.uri.query(), &cfg.nextjs.base_path);
+        let Some(mut answer) =
+            logout::login_answer(request_kind, &cfg.logout, &cfg.nextjs.base_path, &return_to)
+        else {
+            return Ok(false);
+        };
+        let cookie = hygiene::merged_cookie(&req.headers).unwrap_or_default();
+        let (pairs, _) = cookies::pairs_bounded(&cookie, cookies::MAX_COOKIES);
+        let mut kind = request_kind.as_str();
+        if request_kind != Kind::Fetch && self.count_login_redirect(&mut answer, &pairs, cfg) {
+            kind = "loop_breaker";
+        }
+        let (deletions, capped) = logout::deletions_bounded(&pairs, &ctx.rt.logout_targets);
+        if capped {
+            self.session_event("deletion_limit");
+        }
+        answer.set_cookies.extend(deletions);
+        answer.headers.push(("cache-control", "no-store".into()));
+        self.shared
+            .metrics
+            .logouts
+            .with_label_values(&[reason, kind])
+            .inc();
+        respond_answer(session, answer).await?;
+        Ok(true)
     }
 
     /// The explicit logout endpoint: POST (GET when `allow_get`), CSRF-checked; deletes
@@ -228,6 +274,7 @@ impl Proxy {
             self.session_event("deletion_limit");
         }
         answer.set_cookies = deletions;
+        self.vault_logout_endpoint(session, ctx).await;
         self.shared
             .metrics
             .logouts

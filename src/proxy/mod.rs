@@ -12,6 +12,7 @@ mod request;
 mod respond;
 mod response;
 mod upstream;
+mod vault;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +54,8 @@ pub struct Ctx {
     log_path: String,
     /// The session decision, on routes that handle sessions.
     session: Option<Decision>,
+    /// Vault mode: what the request phase found, for the response phase.
+    vault: Option<vault::VaultCtx>,
     /// Set when an upstream 401/403 on this request would become a logout.
     logout: Option<LogoutPlan>,
     /// The body that replaces the upstream's after a rewrite (`None` = pass it on).
@@ -165,6 +168,7 @@ impl ProxyHttp for Proxy {
             route: None,
             log_path: String::new(),
             session: None,
+            vault: None,
             logout: None,
             body: None,
             host: None,

@@ -182,6 +182,21 @@ impl Proxy {
             req.remove_header(&http::header::COOKIE);
             req.remove_header(&http::header::AUTHORIZATION);
         }
+        // vault mode: the app needs its own cookies on every path it serves, matched or
+        // not; a bypass route gets none (and never the handle)
+        let vault_sessions = route.is_none_or(|r| r.handles_sessions());
+        if !ctx.preflight {
+            if let Some(rt) = ctx.rt.vault.is_some().then(|| ctx.rt.clone()) {
+                if let Some(vrt) = rt.vault.as_ref() {
+                    if self
+                        .vault_request(session, ctx, vrt, vault_sessions)
+                        .await?
+                    {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
         let req = session.req_header();
         // a preflight on a `require` route carries no credentials any more; elsewhere the
         // session is read as on any request (one truth upstream), without rotation

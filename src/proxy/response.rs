@@ -38,12 +38,21 @@ impl Proxy {
         if on_require_route {
             self.make_private(resp)?;
         }
+        // vault: the app's captured cookies never reach the browser, on any answer
+        let rt = ctx.rt.clone();
+        let vault = match rt.vault.as_ref() {
+            Some(vrt) => Some(self.vault_strip(resp, vrt)?),
+            None => None,
+        };
         let rewrite = ctx
             .logout
             .as_ref()
             .is_some_and(|p| (status == 401 && p.on_401) || (status == 403 && p.on_403));
         if rewrite {
             return self.rewrite_to_logout(session, resp, ctx).await;
+        }
+        if let Some((cap, control)) = vault {
+            return self.vault_response(resp, ctx, cap, control).await;
         }
         let (Some(decision), Some(engine)) = (ctx.session.as_mut(), ctx.rt.session.as_ref()) else {
             return Ok(());

@@ -9,6 +9,8 @@ pub mod authjs;
 pub mod cookies;
 pub mod jwt;
 pub mod rotate;
+pub mod vault;
+pub mod vault_capture;
 
 use std::sync::Arc;
 
@@ -205,7 +207,11 @@ pub fn rotation_allowed(method: &http::Method, headers: &HeaderMap) -> bool {
 impl SessionEngine {
     /// Builds the engine for `[session]`.
     pub fn new(s: &Session) -> Result<SessionEngine, EngineError> {
-        let SessionMode::Reissue(r) = &s.mode;
+        let SessionMode::Reissue(r) = &s.mode else {
+            return Err(EngineError::Unsupported(
+                "mode \"vault\" (its engine is the vault's, not this one)",
+            ));
+        };
         let read = read_prefixes(r);
         let family = cookies::Family::new(&r.cookie, r.format != TokenFormat::Jwt);
         let names: Vec<String> = read.iter().map(|p| family.name(*p)).collect();

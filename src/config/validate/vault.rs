@@ -1,0 +1,227 @@
+//! `[session] mode = "vault"`: the handle cookie, the captured app cookies, the vault
+//! secrets, the timing and the store (DESIGN §4.2–4.4).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::super::file::{self, S};
+use super::super::runtime::*;
+use super::{Ctx, MIN_HMAC_SECRET};
+
+/// Validates a `[session]` whose `mode` is `"vault"`.
+pub(super) fn session(
+    cx: &mut Ctx<'_>,
+    s: &file::SessionFile,
+    origin: Option<&Origin>,
+) -> Option<Session> {
+    if s.reissue.is_some() {
+        cx.bad(
+            None,
+            Some("session.reissue".into()),
+            "[session.reissue] belongs to mode = \"reissue\"; mode = \"vault\" takes [session.vault]",
+        );
+    }
+    let https = origin.is_some_and(|o| o.scheme == "https");
+    let vf = s.vault.as_ref().map(|v| v.get_ref());
+    let cookie = match vf.and_then(|v| v.cookie.as_ref()) {
+        None if https => "__Host-Http-rg".to_string(),
+        None => "rg".to_string(),
+        Some(c) => {
+            let name = c.get_ref();
+            if !is_cookie_name(name) {
+                cx.bad_at(
+                    c,
+                    format!("expected a cookie name (RFC 6265 token), found {name:?}"),
+                );
+            } else if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !https {
+                cx.bad_at(
+                    c,
+                    format!("cookie {name:?} needs Secure, which browsers only keep from an https origin: set `listen.public_origin = \"https://…\"` or use a name without the prefix (e.g. \"rg\")"),
+                );
+            }
+            name.clone()
+        }
+    };
+    let mut capture = Vec::new();
+    match vf.and_then(|v| v.capture.as_ref()) {
+        None => capture.push(DEFAULT_CAPTURE.to_string()),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                cx.bad_at(
+                    list,
+                    "expected at least one cookie name to capture, e.g. [\"sid\"]",
+                );
+            }
+            for c in list.get_ref() {
+                let name = c.get_ref();
+                let base = crate::session::cookies::Prefix::split(name).1;
+                if !is_cookie_name(name) {
+                    cx.bad_at(
+                        c,
+                        format!("expected a cookie name (RFC 6265 token), found {name:?}"),
+                    );
+                } else if base == crate::session::cookies::Prefix::split(&cookie).1 {
+                    cx.bad_at(
+                        c,
+                        format!("{name:?} is the handle cookie's own name; the app's cookies need names of their own"),
+                    );
+                } else if capture
+                    .iter()
+                    .any(|k: &String| crate::session::cookies::Prefix::split(k).1 == base)
+                {
+                    cx.bad_at(c, format!("{name:?} is listed twice (twins `__Secure-`/`__Host-` and chunks `.N` are captured with their base name)"));
+                } else {
+                    capture.push(name.clone());
+                }
+            }
+        }
+    }
+    let mut secrets = Vec::new();
+    let default_ref;
+    let refs: Vec<&S> = match vf.and_then(|v| v.secrets.as_ref()) {
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                cx.bad_at(list, "expected at least one secret, e.g. [\"env:ROTAGATE_VAULT_KEY\"] (first is active, all verify)");
+            }
+            list.get_ref().iter().collect()
+        }
+        None => {
+            default_ref = S::new(0..0, DEFAULT_VAULT_SECRET.to_string());
+            vec![&default_ref]
+        }
+    };
+    let defaulted = vf.and_then(|v| v.secrets.as_ref()).is_none();
+    for (i, r) in refs.into_iter().enumerate() {
+        let before = cx.problems.len();
+        let resolved = cx.secret(r, true);
+        if defaulted && cx.problems.len() > before {
+            // the default reference has no place in the file: name the key instead
+            for p in &mut cx.problems[before..] {
+                p.line = 0;
+                p.column = 0;
+                p.key = "session.vault.secrets".into();
+                p.message = format!(
+                    "{} (the default `secrets = [\"{DEFAULT_VAULT_SECRET}\"]`; make one with `rotagate keygen`)",
+                    p.message
+                );
+            }
+        }
+        if let Some(v) = resolved {
+            if v.len() < MIN_HMAC_SECRET {
+                let msg = format!(
+                    "expected a secret of at least {MIN_HMAC_SECRET} bytes, found {} bytes (make one with `rotagate keygen`)",
+                    v.len()
+                );
+                if defaulted {
+                    cx.bad(None, Some("session.vault.secrets".into()), msg);
+                } else {
+                    cx.bad(
+                        Some(r.span()),
+                        Some(format!("session.vault.secrets[{i}]")),
+                        msg,
+                    );
+                }
+            } else {
+                secrets.push(v);
+            }
+        }
+    }
+    let slack = cx.duration(&s.slack, DEFAULT_SLACK);
+    if slack > MAX_SLACK {
+        if let Some(v) = &s.slack {
+            cx.bad_at(
+                v,
+                format!(
+                    "expected at most \"60s\" (a predecessor handle is good this long after its successor was seen), found {:?}",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    let store = store(cx, s);
+    let rotate_every = cx.duration(&s.rotate_every, super::DEFAULT_ROTATE_EVERY);
+    let absolute_timeout = cx.duration(&s.absolute_timeout, DEFAULT_VAULT_ABSOLUTE);
+    let idle_timeout = cx.duration(&s.idle_timeout, DEFAULT_VAULT_IDLE);
+    for (key, v, d) in [
+        ("rotate_every", &s.rotate_every, rotate_every),
+        ("absolute_timeout", &s.absolute_timeout, absolute_timeout),
+        ("idle_timeout", &s.idle_timeout, idle_timeout),
+    ] {
+        if let (Some(v), true) = (v, d.is_zero()) {
+            cx.bad_at(v, format!("expected `{key}` longer than zero"));
+        }
+    }
+    let leeway = cx.duration(&s.leeway, Duration::from_secs(15));
+    Some(Session {
+        rotate_every,
+        absolute_timeout,
+        idle_timeout: Some(idle_timeout),
+        leeway,
+        mode: SessionMode::Vault(Vault {
+            attributes: CookieAttributes {
+                path: "/".into(),
+                domain: None,
+                secure: https || cookie.starts_with("__Host-") || cookie.starts_with("__Secure-"),
+                http_only: true,
+                same_site: SameSite::Lax,
+            },
+            cookie,
+            capture,
+            secrets,
+            adopt_existing: vf.and_then(|v| v.adopt_existing).unwrap_or(true),
+            slack: slack.min(MAX_SLACK),
+            store,
+        }),
+    })
+}
+
+/// `store` and `store_path`.
+fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
+    let kind = s.store.as_ref().map(|v| (v, v.get_ref().as_str()));
+    match kind {
+        None | Some((_, "embedded")) => {}
+        Some((v, "memory")) => {
+            if let Some(p) = &s.store_path {
+                cx.bad_at(p, "`store_path` applies to store = \"embedded\" only");
+            }
+            let _ = v;
+            return StoreSpec::Memory;
+        }
+        Some((v, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            cx.bad_at(
+                v,
+                "store \"redis://…\" is not yet supported in this build; expected \"embedded\" or \"memory\"",
+            );
+            return StoreSpec::Memory;
+        }
+        Some((v, other)) => {
+            cx.bad_at(
+                v,
+                format!("expected \"embedded\", \"memory\" or \"redis://…\", found {other:?}"),
+            );
+            return StoreSpec::Memory;
+        }
+    }
+    let path = match &s.store_path {
+        None => Path::new(DEFAULT_STORE_PATH).to_path_buf(),
+        Some(p) if p.get_ref().trim().is_empty() => {
+            cx.bad_at(p, "expected a file path, found an empty string");
+            Path::new(DEFAULT_STORE_PATH).to_path_buf()
+        }
+        // a relative path is relative to the config file, as `file:` references are
+        Some(p) => cx.dir.join(p.get_ref()),
+    };
+    let path = if path.is_relative() {
+        std::env::current_dir().map_or(path.clone(), |d| d.join(&path))
+    } else {
+        path
+    };
+    StoreSpec::Embedded(path)
+}
+
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(ch))
+}

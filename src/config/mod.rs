@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use runtime::*;
+pub use validate::{is_same_origin_path, parse_manifest, parse_origin};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -636,7 +636,7 @@ fn oracle_first_match(
 ) -> Option<Option<usize>> {
     let decoded = path::decoded(path_);
     for (i, s) in sources.iter().enumerate() {
-        let js = pattern::compile_source(&matcher::next_wrap(s, opts)).ok()?;
+        let js = pattern::js_semantics(&pattern::compile_source(&matcher::next_wrap(s, opts)).ok()?);
         let js = if opts.case_insensitive {
             format!("(?i){js}")
         } else {
@@ -697,6 +697,7 @@ pub fn regex_differential(source: &str, opts: &NextOptions, paths: &[String]) {
     let Ok(js) = pattern::compile_source(&matcher::next_wrap(source, opts)) else {
         return;
     };
+    let js = pattern::js_semantics(&js);
     let (Ok(fast), Ok(fancy)) = (regex::Regex::new(&js), fancy_regex::Regex::new(&js)) else {
         return;
     };

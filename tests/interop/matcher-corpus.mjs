@@ -109,6 +109,7 @@ const SOURCES = [
   "/(premium|paid)/:path*",
   // refused by path-to-regexp 6.3.0 (or accepted by Next's fallback)
   "/:id*-x",
+  "/x-:slug*",
   "/(foo)*",
   "/:a:b",
   "/((?!a)",

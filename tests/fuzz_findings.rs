@@ -1,0 +1,93 @@
+//! Issue 14: what the fuzz targets and property tests found, each as a regular test
+//! written before its fix (the matcher's differential findings are in
+//! `tests/matcher_differential.rs`). See `fuzz/README.md` for the campaign.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Map, Value};
+
+const SECRET: &str = "fuzz-findings-secret-fuzz-findings-secret-0";
+
+/// Found by `host_authority` (property: a host reads back to itself through its
+/// authority): `admin.test..` was read as the host `admin.test.` (one trailing dot
+/// cut), which no `hosts = ["admin.test"]` rule matches, while DNS-minded apps and
+/// proxies behind read it as `admin.test`. A host with an empty label is no host name:
+/// it is refused with 400, so a host-scoped `require` cannot be stepped around.
+#[tokio::test]
+async fn a_host_with_an_empty_label_is_refused_not_read_past_a_host_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let up = upstream_ok().await;
+    let text = config_with_listen(
+        up.addr,
+        "",
+        "[session]\n[session.reissue]\ncookie = \"session\"\nformat = \"jwt\"\n[[session.reissue.keys]]\nalg = \"HS256\"\nsecret = \"file:secret\"\n\n[[route]]\nname = \"admin\"\nmatch = \"/:path*\"\nhosts = [\"admin.test\"]\nrequire = { session = true }\n\n[[route]]\nname = \"app\"\nmatch = \"/:path*\"\n",
+    );
+    let h = Harness::start_text(dir, up, &text).await;
+    for host in [
+        "admin.test..",
+        "admin.test..:8080",
+        "admin..test",
+        ".admin.test",
+        ".",
+    ] {
+        let req = format!("GET /secret HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let resp = within(host, raw(h.addr(), req.as_bytes())).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "Host: {host}: {resp}");
+    }
+    assert_eq!(
+        h.upstream.count(),
+        0,
+        "the admin app was reached anonymously"
+    );
+    // the spellings DNS reads as the same host still meet the rule
+    let req = "GET /secret HTTP/1.1\r\nHost: Admin.Test.\r\nConnection: close\r\n\r\n";
+    let resp = within("one dot", raw(h.addr(), req.as_bytes())).await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    h.shutdown().await;
+}
+
+/// Found by `remint`, `jws_verify` and `jwe_open` (property: claims survive the
+/// verify → re-mint → verify round trip): a fractional claim (`iat` of libraries that
+/// write milliseconds, any app claim) came back one unit in the last place off,
+/// because serde_json's default float parsing is not exact. Every claim rotagate
+/// re-mints must be the app's, bit for bit.
+#[test]
+fn fractional_claims_survive_the_round_trip_exactly() {
+    use rotagate::config::KeySpec;
+    use rotagate::secret::Secret;
+    use rotagate::session::authjs::{AuthjsCodec, Version};
+    use rotagate::session::jwt::KeySet;
+    let mut claims = Map::new();
+    for (k, v) in [
+        ("iat", json!(1_866_733_309.817_210_7)),
+        ("auth_time", json!(1_425_432_129.061_955_7)),
+        ("score", json!(0.1 + 0.2)),
+        ("sub", json!("user-1")),
+    ] {
+        claims.insert(k.into(), v);
+    }
+    let keys = KeySet::from_specs(&[KeySpec {
+        kid: None,
+        alg: "HS256".into(),
+        secret: Some(Secret::new(SECRET.as_bytes())),
+        private_key_pem: None,
+        public_key_pem: None,
+        origin: "test".into(),
+    }])
+    .unwrap();
+    let token = keys.mint(&claims).unwrap();
+    assert_eq!(keys.verify(&token).unwrap(), claims, "JWS");
+    for (v, name) in [
+        (Version::V5, "authjs.session-token"),
+        (Version::V4, "next-auth.session-token"),
+    ] {
+        let codec = AuthjsCodec::new(v, &[Secret::new(SECRET.as_bytes())], &[name.into()]).unwrap();
+        let token = codec.seal(&claims, name).unwrap();
+        assert_eq!(codec.open(&token, name).unwrap(), claims, "{v:?}");
+    }
+    // the value the app wrote is the value that comes back, as text too
+    let text: Value = serde_json::from_str("{\"iat\":1866733309.8172107}").unwrap();
+    assert_eq!(text["iat"].to_string(), "1866733309.8172107");
+}

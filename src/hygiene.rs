@@ -406,11 +406,8 @@ impl HostReading {
             let Some((v6, after)) = rest.split_once(']') else {
                 return HostReading::Invalid;
             };
-            if v6.is_empty()
-                || !v6
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-            {
+            // an IP-literal is an IPv6 address (RFC 3986 §3.2.2): `[cafe.de]` is no host
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
                 return HostReading::Invalid;
             }
             match after {

@@ -48,6 +48,45 @@ async fn a_host_with_an_empty_label_is_refused_not_read_past_a_host_rule() {
     h.shutdown().await;
 }
 
+/// Found while writing the `host_authority` invariant (a host reads back to itself):
+/// anything in brackets made of hex digits, `:` and `.` was taken as an IPv6 literal,
+/// so `[a..]` read as the name `a.` (whose authority reads back as `a`) and
+/// `[cafe.de]` as the name `cafe.de`. An IP-literal is an IPv6 address (RFC 3986
+/// §3.2.2); anything else in brackets is no host.
+#[test]
+fn a_bracketed_host_must_be_an_ipv6_address() {
+    use rotagate::hygiene::{HostReading, RequestHost};
+    for bad in [
+        "[a..]",
+        "[cafe.de]",
+        "[1.2.3.4]",
+        "[::1::2]",
+        "[a]:80",
+        "[]",
+    ] {
+        assert_eq!(HostReading::parse(bad), HostReading::Invalid, "{bad}");
+    }
+    for (good, name, port) in [
+        ("[::1]", "::1", None),
+        ("[2001:DB8::1]:8443", "2001:db8::1", Some(8443)),
+        ("[::ffff:1.2.3.4]", "::ffff:1.2.3.4", None),
+    ] {
+        let want = RequestHost {
+            name: name.into(),
+            port,
+        };
+        assert_eq!(
+            HostReading::parse(good),
+            HostReading::Host(want.clone()),
+            "{good}"
+        );
+        assert_eq!(
+            HostReading::parse(&want.authority()),
+            HostReading::Host(want)
+        );
+    }
+}
+
 /// Found by `remint`, `jws_verify` and `jwe_open` (property: claims survive the
 /// verify → re-mint → verify round trip): a fractional claim (`iat` of libraries that
 /// write milliseconds, any app claim) came back one unit in the last place off,

@@ -7,15 +7,28 @@ use rotagate_fuzz::props;
 fn field(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<(String, String)> {
     let k = match u.int_in_range(0..=3)? {
         0 => format!("$ACTION_ID_{}", String::arbitrary(u)?),
-        1 => (*u.choose(&["$ACTION_REF_1", "$ACTION_1:0", "$ACTION_KEY", "name", "1_$ACTION_ID_x"])?).to_string(),
+        1 => (*u.choose(&[
+            "$ACTION_REF_1",
+            "$ACTION_1:0",
+            "$ACTION_KEY",
+            "name",
+            "1_$ACTION_ID_x",
+        ])?)
+        .to_string(),
         _ => String::arbitrary(u)?,
     };
     Ok((k, String::arbitrary(u)?))
 }
 
 fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
-    let fields: Vec<(String, String)> = (0..u.int_in_range(0..=5)?).map(|_| field(u)).collect::<Result<_, _>>()?;
-    let boundary = if u.ratio(3, 4)? { "----WebKitFormBoundaryX".to_string() } else { String::arbitrary(u)? };
+    let fields: Vec<(String, String)> = (0..u.int_in_range(0..=5)?)
+        .map(|_| field(u))
+        .collect::<Result<_, _>>()?;
+    let boundary = if u.ratio(3, 4)? {
+        "----WebKitFormBoundaryX".to_string()
+    } else {
+        String::arbitrary(u)?
+    };
     props::action_multipart(&boundary, &fields);
     let mut body = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in &fields {

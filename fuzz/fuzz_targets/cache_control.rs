@@ -5,18 +5,43 @@ use libfuzzer_sys::{arbitrary::Arbitrary, arbitrary::Unstructured, fuzz_target};
 use rotagate_fuzz::props;
 
 fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
-    const D: &[&str] = &["public", "private", "no-store", "no-cache", "max-age=60", "s-maxage=60",
-        "must-understand", "private=\"set-cookie\"", "PUBLIC", "\"", "\\", ",", " ", "immutable"];
+    const D: &[&str] = &[
+        "public",
+        "private",
+        "no-store",
+        "no-cache",
+        "max-age=60",
+        "s-maxage=60",
+        "must-understand",
+        "private=\"set-cookie\"",
+        "PUBLIC",
+        "\"",
+        "\\",
+        ",",
+        " ",
+        "immutable",
+    ];
     let mut values = Vec::new();
     for _ in 0..u.int_in_range(0..=3)? {
         let mut v = String::new();
         for i in 0..u.int_in_range(0..=4)? {
-            if i > 0 { v.push_str(", "); }
-            if u.ratio(4, 5)? { v.push_str(u.choose(D)?) } else { v.push_str(&String::arbitrary(u)?) }
+            if i > 0 {
+                v.push_str(", ");
+            }
+            if u.ratio(4, 5)? {
+                v.push_str(u.choose(D)?)
+            } else {
+                v.push_str(&String::arbitrary(u)?)
+            }
         }
         values.push(v.into_bytes());
     }
-    props::cache_control(u16::arbitrary(u)?, &values, bool::arbitrary(u)?, bool::arbitrary(u)?);
+    props::cache_control(
+        u16::arbitrary(u)?,
+        &values,
+        bool::arbitrary(u)?,
+        bool::arbitrary(u)?,
+    );
     Ok(())
 }
 

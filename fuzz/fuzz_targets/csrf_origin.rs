@@ -4,14 +4,37 @@ use libfuzzer_sys::{arbitrary::Arbitrary, arbitrary::Unstructured, fuzz_target};
 use rotagate_fuzz::props;
 
 fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
-    let cfg = *u.choose(&["https://app.example", "http://app.example:8080", "https://APP.example:443", "", "https://[::1]:8443"])?;
+    let cfg = *u.choose(&[
+        "https://app.example",
+        "http://app.example:8080",
+        "https://APP.example:443",
+        "",
+        "https://[::1]:8443",
+    ])?;
     let origin = if u.ratio(1, 2)? {
-        format!("{}{}", u.choose(&["https://", "http://", "HTTPS://", " https://", "null", ""])?,
-            u.choose(&["app.example", "app.example:443", "app.example:8080", "[::1]:8443", "evil.example", "app.example."])?)
+        format!(
+            "{}{}",
+            u.choose(&["https://", "http://", "HTTPS://", " https://", "null", ""])?,
+            u.choose(&[
+                "app.example",
+                "app.example:443",
+                "app.example:8080",
+                "[::1]:8443",
+                "evil.example",
+                "app.example."
+            ])?
+        )
     } else {
         String::arbitrary(u)?
     };
-    let site = *u.choose(&["", "same-origin", "same-site", "cross-site", "none", " Same-Origin "])?;
+    let site = *u.choose(&[
+        "",
+        "same-origin",
+        "same-site",
+        "cross-site",
+        "none",
+        " Same-Origin ",
+    ])?;
     let host = *u.choose(&["", "app.example", "app.example:8080", "[::1]:8443"])?;
     props::csrf_origin(origin.as_bytes(), site.as_bytes(), cfg, host);
     Ok(())

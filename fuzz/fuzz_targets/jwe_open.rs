@@ -11,18 +11,32 @@ fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
     match u.int_in_range(0..=1)? {
         0 => {
             let enc = u.choose(&["A256CBC-HS512", "A256GCM", "A128GCM", ""])?;
-            let kid = if u.ratio(1, 2)? { format!(r#","kid":"{}""#, String::arbitrary(u)?.escape_default()) } else { String::new() };
+            let kid = if u.ratio(1, 2)? {
+                format!(r#","kid":"{}""#, String::arbitrary(u)?.escape_default())
+            } else {
+                String::new()
+            };
             let alg = u.choose(&["dir", "A256KW", "none"])?;
             let h = B64.encode(format!(r#"{{"alg":"{alg}","enc":"{enc}"{kid}}}"#));
             let iv: Vec<u8> = Vec::arbitrary(u)?;
             let ct: Vec<u8> = Vec::arbitrary(u)?;
             let tag: Vec<u8> = Vec::arbitrary(u)?;
             let ek = if u.ratio(1, 8)? { "x" } else { "" };
-            props::jwe_any(&format!("{h}.{ek}.{}.{}.{}", B64.encode(iv), B64.encode(ct), B64.encode(tag)));
+            props::jwe_any(&format!(
+                "{h}.{ek}.{}.{}.{}",
+                B64.encode(iv),
+                B64.encode(ct),
+                B64.encode(tag)
+            ));
         }
         _ => {
             let claims = Claims::arbitrary(u)?.0;
-            props::jwe_round_trip(bool::arbitrary(u)?, &claims, usize::arbitrary(u)?, u8::arbitrary(u)?);
+            props::jwe_round_trip(
+                bool::arbitrary(u)?,
+                &claims,
+                usize::arbitrary(u)?,
+                u8::arbitrary(u)?,
+            );
         }
     }
     Ok(())

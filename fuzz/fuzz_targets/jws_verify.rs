@@ -12,9 +12,13 @@ fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
     match u.int_in_range(0..=1)? {
         0 => {
             let mut header = serde_json::Map::new();
-            header.insert("alg".into(), serde_json::Value::from(*u.choose(&[
-                "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA", "none", "hs256", "RS512",
-            ])?));
+            header.insert(
+                "alg".into(),
+                serde_json::Value::from(*u.choose(&[
+                    "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA", "none", "hs256",
+                    "RS512",
+                ])?),
+            );
             if u.ratio(2, 3)? {
                 let kid = u.choose(&["HS256", "RS256", "ES256-pub", "EdDSA", "x"])?;
                 header.insert("kid".into(), serde_json::Value::from(*kid));

@@ -16,7 +16,11 @@ fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
     let t = Timing {
         rotate_every: Duration::from_secs(u.int_in_range(0..=86_400)?),
         absolute_timeout: Duration::from_secs(u.int_in_range(1..=90 * 86_400)?),
-        idle_timeout: if u.ratio(1, 3)? { Some(Duration::from_secs(u.int_in_range(1..=86_400)?)) } else { None },
+        idle_timeout: if u.ratio(1, 3)? {
+            Some(Duration::from_secs(u.int_in_range(1..=86_400)?))
+        } else {
+            None
+        },
         leeway: Duration::from_secs(u.int_in_range(0..=120)?),
     };
     props::remint(alg, &claims, now, &t);

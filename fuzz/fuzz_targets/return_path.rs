@@ -5,7 +5,11 @@ use libfuzzer_sys::{arbitrary::Arbitrary, arbitrary::Unstructured, fuzz_target};
 use rotagate_fuzz::{props, PathInput};
 
 fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
-    let candidate = if u.ratio(1, 2)? { PathInput::arbitrary(u)?.0 } else { String::arbitrary(u)? };
+    let candidate = if u.ratio(1, 2)? {
+        PathInput::arbitrary(u)?.0
+    } else {
+        String::arbitrary(u)?
+    };
     let path = PathInput::arbitrary(u)?.0;
     let query: Option<String> = Option::arbitrary(u)?;
     let base = *u.choose(&["", "/docs", "/", "//", "/\\", "/a b"])?;

@@ -24,7 +24,9 @@ fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
                 if u.ratio(1, 3)? {
                     let t = props::valid_token(format, &Claims::arbitrary(u)?.0, props::NOW);
                     let size = u.int_in_range(8..=4000)?;
-                    for (k, v) in rotagate::session::cookies::split(props::engine_cookie(format), &t, size) {
+                    for (k, v) in
+                        rotagate::session::cookies::split(props::engine_cookie(format), &t, size)
+                    {
                         parts.push(format!("{k}={v}"));
                     }
                 } else {

@@ -6,7 +6,11 @@ use rotagate_fuzz::props;
 
 fn name(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<Vec<u8>> {
     let base: String = match u.int_in_range(0..=4)? {
-        0 => format!("{}{}", u.choose(&props::ALWAYS_PREFIXES)?, String::arbitrary(u)?),
+        0 => format!(
+            "{}{}",
+            u.choose(&props::ALWAYS_PREFIXES)?,
+            String::arbitrary(u)?
+        ),
         1 => (*u.choose(&props::ALWAYS)?).to_string(),
         2 => (*u.choose(&props::PROXY_ONLY)?).to_string(),
         3 => (*u.choose(&props::MANAGED)?).to_string(),
@@ -25,7 +29,9 @@ fn name(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<Vec<u8>> {
 }
 
 fn run(u: &mut Unstructured<'_>) -> libfuzzer_sys::arbitrary::Result<()> {
-    let names: Vec<Vec<u8>> = (0..u.int_in_range(0..=6)?).map(|_| name(u)).collect::<Result<_, _>>()?;
+    let names: Vec<Vec<u8>> = (0..u.int_in_range(0..=6)?)
+        .map(|_| name(u))
+        .collect::<Result<_, _>>()?;
     props::spoofable(&names, bool::arbitrary(u)?);
     Ok(())
 }

@@ -63,8 +63,7 @@ fn claims_map(u: &mut Unstructured<'_>, depth: u32) -> Result<Map<String, Value>
     let mut m = Map::new();
     for _ in 0..u.int_in_range(0..=4)? {
         let k = if u.ratio(1, 2)? {
-            (*u.choose(&["sub", "name", "email", "role", "jti", "aud", "iss", "plan"])?)
-                .to_string()
+            (*u.choose(&["sub", "name", "email", "role", "jti", "aud", "iss", "plan"])?).to_string()
         } else {
             String::arbitrary(u)?
         };
@@ -86,7 +85,10 @@ impl<'a> Arbitrary<'a> for Claims {
                 0 | 1 => {}
                 2 | 3 => {
                     let off: i32 = u.int_in_range(-200_000..=200_000)?;
-                    m.insert(k.into(), Value::from(props::NOW.saturating_add_signed(off.into())));
+                    m.insert(
+                        k.into(),
+                        Value::from(props::NOW.saturating_add_signed(off.into())),
+                    );
                 }
                 4 => {
                     m.insert(k.into(), Value::from(u64::arbitrary(u)?));
@@ -156,9 +158,37 @@ pub struct PathInput(pub String);
 impl<'a> Arbitrary<'a> for PathInput {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         const SEGS: &[&str] = &[
-            "", ".", "..", "%2e", "%2E", ".%2e", "%2e.", "%2E%2e", "...", "a", "premium",
-            "x;y", "a%3Bb", "b.", "c%2e", "%20", "d%20", "%2F", "%5c", "%00", "%41", "é",
-            "_next", "data", "index.json", "%", "%zz", "?", "#", "\\", "a b",
+            "",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            ".%2e",
+            "%2e.",
+            "%2E%2e",
+            "...",
+            "a",
+            "premium",
+            "x;y",
+            "a%3Bb",
+            "b.",
+            "c%2e",
+            "%20",
+            "d%20",
+            "%2F",
+            "%5c",
+            "%00",
+            "%41",
+            "é",
+            "_next",
+            "data",
+            "index.json",
+            "%",
+            "%zz",
+            "?",
+            "#",
+            "\\",
+            "a b",
         ];
         let mut p = String::new();
         for _ in 0..u.int_in_range(0..=8)? {
@@ -183,11 +213,42 @@ pub struct Source(pub String);
 impl<'a> Arbitrary<'a> for Source {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         const PIECES: &[&str] = &[
-            "/", "/about", "/:path", "/:path*", "/:path+", "/:path?", "/:id(\\d+)", "/(.*)",
-            "/((?!api|_next/static|_next/image|favicon.ico).*)", "/((?!_next).*)", "{/:x}?",
-            "{-:y}*", "(\\d+)", "(", ")", "{", "}", ":", "*", "+", "?", "\\", "/api",
-            "/_next/data", ".json", "/:a-:b", "/:a.:b", "(?:x)", "([^/]+)", "(a|b)",
-            "(?=x)", "((?!a).)*", "/[x]", "^", "$", "|",
+            "/",
+            "/about",
+            "/:path",
+            "/:path*",
+            "/:path+",
+            "/:path?",
+            "/:id(\\d+)",
+            "/(.*)",
+            "/((?!api|_next/static|_next/image|favicon.ico).*)",
+            "/((?!_next).*)",
+            "{/:x}?",
+            "{-:y}*",
+            "(\\d+)",
+            "(",
+            ")",
+            "{",
+            "}",
+            ":",
+            "*",
+            "+",
+            "?",
+            "\\",
+            "/api",
+            "/_next/data",
+            ".json",
+            "/:a-:b",
+            "/:a.:b",
+            "(?:x)",
+            "([^/]+)",
+            "(a|b)",
+            "(?=x)",
+            "((?!a).)*",
+            "/[x]",
+            "^",
+            "$",
+            "|",
         ];
         let mut s = String::new();
         for _ in 0..u.int_in_range(1..=5)? {
@@ -223,7 +284,10 @@ pub fn paths(u: &mut Unstructured<'_>, sources: &[String]) -> Result<Vec<String>
         } else if let (true, Some(s)) = (u.ratio(1, 2)?, sources.first()) {
             // a source's literal text (a likely match) with a suffix
             let lit: String = s.chars().filter(|c| !"():*+?{}\\".contains(*c)).collect();
-            format!("{lit}{}", u.choose(&["", "/", "/x", ".json", ".rsc", "/a/b"])?)
+            format!(
+                "{lit}{}",
+                u.choose(&["", "/", "/x", ".json", ".rsc", "/a/b"])?
+            )
         } else {
             String::arbitrary(u)?
         };

@@ -15,8 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use rotagate::config::{
-    CookieAttributes, Csrf, KeySpec, Origin, Reissue, SameSite, Session, SessionMode,
-    TokenFormat,
+    CookieAttributes, Csrf, KeySpec, Origin, Reissue, SameSite, Session, SessionMode, TokenFormat,
 };
 use rotagate::matcher::{self, path, pattern, MatcherSpec, NextOptions, RequestParts, RuleSet};
 use rotagate::secret::Secret;
@@ -44,7 +43,9 @@ const ED: &[u8] = include_bytes!("../keys/ed25519.pem");
 const ED_PUB: &[u8] = include_bytes!("../keys/ed25519.pub.pem");
 
 /// Every algorithm rotagate pins.
-pub const ALGS: [&str; 7] = ["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA"];
+pub const ALGS: [&str; 7] = [
+    "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA",
+];
 
 fn spec(alg: &str, kid: Option<&str>, public_only: bool) -> KeySpec {
     let (private, public) = match alg {
@@ -95,10 +96,16 @@ pub fn authjs(v: Version) -> &'static AuthjsCodec {
     static V5: OnceLock<AuthjsCodec> = OnceLock::new();
     static V4: OnceLock<AuthjsCodec> = OnceLock::new();
     let (cell, names) = match v {
-        Version::V5 => (&V5, ["authjs.session-token", "__Secure-authjs.session-token"]),
+        Version::V5 => (
+            &V5,
+            ["authjs.session-token", "__Secure-authjs.session-token"],
+        ),
         Version::V4 => (
             &V4,
-            ["next-auth.session-token", "__Secure-next-auth.session-token"],
+            [
+                "next-auth.session-token",
+                "__Secure-next-auth.session-token",
+            ],
         ),
     };
     cell.get_or_init(|| {
@@ -214,7 +221,9 @@ pub fn cookie_scan(header: &str) {
                 assert!(!cs.is_empty());
                 let mut joined = String::new();
                 for (i, (k, v)) in cs.iter().enumerate() {
-                    let m = family.member(k).expect("a candidate is made of family cookies");
+                    let m = family
+                        .member(k)
+                        .expect("a candidate is made of family cookies");
                     assert_eq!(m.prefix, read[c.name]);
                     assert!(!v.is_empty(), "an empty value holds no token");
                     if cs.len() > 1 || m.part != Part::Plain {
@@ -332,7 +341,11 @@ pub fn valid_token_among(
         assert_ne!(d.outcome, Outcome::Valid);
         return;
     }
-    assert_eq!(d.outcome, Outcome::Valid, "a complete valid token is a session");
+    assert_eq!(
+        d.outcome,
+        Outcome::Valid,
+        "a complete valid token is a session"
+    );
     engine_on_header(format, &header, NOW, true);
 }
 
@@ -407,8 +420,10 @@ pub fn jwe_round_trip(v5: bool, claims: &Map<String, Value>, flip: usize, to: u8
 // the re-mint path
 
 fn num(c: &Map<String, Value>, k: &str) -> Option<u64> {
-    c.get(k)
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)))
+    c.get(k).and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    })
 }
 
 /// Verify a valid token, re-mint it, verify again: the claims other than the times
@@ -545,9 +560,8 @@ fn segments_are_clean(p: &str) {
 /// Bytes whose meaning in a path every parser agrees on (no encoding the WHATWG parser
 /// would add, no `?`/`#`): the inputs on which rotagate and `url` must agree.
 fn url_neutral(p: &str) -> bool {
-    p.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b)
-    })
+    p.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b))
 }
 
 /// Path normalisation: the result is a fixed point, starts with `/`, has no dot
@@ -575,7 +589,11 @@ pub fn path_normalise(raw: &str) {
     // RFC 3986 §5.2.4 on the path with its %2E dot segments made literal
     let rfc = remove_dot_segments(&literal_dots(raw));
     let rfc = if rfc.is_empty() { "/".to_string() } else { rfc };
-    assert_eq!(literal_dots(&n.forward), rfc, "differs from remove_dot_segments");
+    assert_eq!(
+        literal_dots(&n.forward),
+        rfc,
+        "differs from remove_dot_segments"
+    );
     // WHATWG: the path component of http://h<raw>
     if url_neutral(raw) {
         if let Ok(u) = url::Url::parse(&format!("http://h{raw}")) {
@@ -636,7 +654,8 @@ fn oracle_first_match(
 ) -> Option<Option<usize>> {
     let decoded = path::decoded(path_);
     for (i, s) in sources.iter().enumerate() {
-        let js = pattern::js_semantics(&pattern::compile_source(&matcher::next_wrap(s, opts)).ok()?);
+        let js =
+            pattern::js_semantics(&pattern::compile_source(&matcher::next_wrap(s, opts)).ok()?);
         let js = if opts.case_insensitive {
             format!("(?i){js}")
         } else {
@@ -685,7 +704,10 @@ pub fn matcher_compile(sources: &[String], opts: &NextOptions, paths: &[String])
         let got = rules.first_match(&req);
         let _ = rules.explain(&req);
         if let Some(want) = oracle_first_match(sources, opts, p) {
-            assert_eq!(got, want, "rule set and one-by-one fancy-regex differ on {p:?}");
+            assert_eq!(
+                got, want,
+                "rule set and one-by-one fancy-regex differ on {p:?}"
+            );
         }
     }
     let _ = rules.unreachable_rules();
@@ -707,7 +729,11 @@ pub fn regex_differential(source: &str, opts: &NextOptions, paths: &[String]) {
     let vm = fancy_regex::Regex::new(&format!("(?=){js}")).ok();
     for p in paths {
         let a = fast.is_match(p);
-        assert_eq!(set.is_match(p), a, "RegexSet and Regex differ on {js:?} / {p:?}");
+        assert_eq!(
+            set.is_match(p),
+            a,
+            "RegexSet and Regex differ on {js:?} / {p:?}"
+        );
         if let Ok(b) = fancy.is_match(p) {
             assert_eq!(a, b, "regex and fancy-regex differ on {js:?} / {p:?}");
         }
@@ -730,7 +756,11 @@ pub fn config_load(text: &str) {
             assert!(!e.problems.is_empty(), "an error without a problem");
             let lines = text.split('\n').count();
             for p in &e.problems {
-                assert!(p.line <= lines + 1, "line {} past the text ({lines})", p.line);
+                assert!(
+                    p.line <= lines + 1,
+                    "line {} past the text ({lines})",
+                    p.line
+                );
                 assert!(!p.message.is_empty());
             }
             let shown = e.to_string();
@@ -851,7 +881,10 @@ pub fn action_multipart(boundary: &str, fields: &[(String, String)]) {
     let mut body = String::new();
     for (k, v) in fields {
         // what a browser escapes in a name; values must not contain the delimiter
-        let k = k.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A");
+        let k = k
+            .replace('"', "%22")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A");
         if v.contains(&delim) || k.contains(&delim) || k.contains("\r\n") {
             return;
         }
@@ -906,8 +939,14 @@ pub fn set_cookie(value: &str) {
         }
         for p in Prefix::ALL {
             let n = family.name(p);
-            assert!(cookies::sets_session_cookie(&format!("{n}=x; Path=/"), &family));
-            assert!(cookies::sets_session_cookie(&format!("{n}.3=; Max-Age=0"), &family));
+            assert!(cookies::sets_session_cookie(
+                &format!("{n}=x; Path=/"),
+                &family
+            ));
+            assert!(cookies::sets_session_cookie(
+                &format!("{n}.3=; Max-Age=0"),
+                &family
+            ));
         }
     }
 }
@@ -942,7 +981,10 @@ pub fn cache_control(status: u16, values: &[Vec<u8>], expires: bool, cdn: bool) 
         headers.remove(n);
     }
     let again = rotagate::hygiene::private_for_shared_caches(status, &headers);
-    assert!(again.is_empty(), "still storable after the rewrite: {again:?}");
+    assert!(
+        again.is_empty(),
+        "still storable after the rewrite: {again:?}"
+    );
     let directives: Vec<String> = headers
         .get_all(http::header::CACHE_CONTROL)
         .iter()
@@ -950,7 +992,9 @@ pub fn cache_control(status: u16, values: &[Vec<u8>], expires: bool, cdn: bool) 
         .flat_map(|v| v.split(',').map(|d| d.trim().to_ascii_lowercase()))
         .collect();
     if fix.cache_control.is_some() {
-        assert!(!directives.iter().any(|d| d == "public" || d.starts_with("s-maxage")));
+        assert!(!directives
+            .iter()
+            .any(|d| d == "public" || d.starts_with("s-maxage")));
         assert!(directives.iter().any(|d| d == "private" || d == "no-store"));
     }
 }
@@ -1078,6 +1122,10 @@ pub fn spoofable(names: &[Vec<u8>], trusted: bool) {
             || ALWAYS.contains(&f.as_str())
             || ((!trusted || underscore) && PROXY_ONLY.contains(&f.as_str()))
             || (underscore && (MANAGED.contains(&f.as_str()) || own.contains(&f.as_str())));
-        assert_eq!(stripped.contains(name), want, "{n:?} (trusted peer: {trusted})");
+        assert_eq!(
+            stripped.contains(name),
+            want,
+            "{n:?} (trusted peer: {trusted})"
+        );
     }
 }

@@ -130,3 +130,42 @@ fn fractional_claims_survive_the_round_trip_exactly() {
     let text: Value = serde_json::from_str("{\"iat\":1866733309.8172107}").unwrap();
     assert_eq!(text["iat"].to_string(), "1866733309.8172107");
 }
+
+/// Found by `config_load` (property: every problem says what is wrong): a file cut
+/// off inside an inline table got a problem with an empty message.
+#[test]
+fn a_config_cut_off_anywhere_names_what_is_wrong() {
+    let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[[route]]\nname = \"p\"\nmatch = [\"/premium/:path*\", { source = \"/((?!api).*)\", has = [{ type =";
+    for end in 0..=text.len() {
+        if !text.is_char_boundary(end) {
+            continue;
+        }
+        if let Err(e) = rotagate::config::parse(&text[..end], std::path::Path::new("cut.toml")) {
+            for p in &e.problems {
+                assert!(!p.message.is_empty(), "{:?}: {p:?}", &text[..end]);
+            }
+        }
+    }
+}
+
+/// Found by `csrf_origin` (property: a configured origin serialises back to itself):
+/// `https://:4ample` was accepted as an origin with an empty host, which no browser's
+/// `Origin` can ever equal. An origin needs a host and a numeric port.
+#[test]
+fn an_origin_needs_a_host_and_a_port_number() {
+    for bad in ["https://:4ample", "https://:8080", "http://", "https://a:b"] {
+        assert!(rotagate::config::parse_origin(bad).is_err(), "{bad}");
+    }
+    let o = rotagate::config::parse_origin("https://[::1]:8443").unwrap();
+    assert_eq!(o.serialize(), "https://[::1]:8443");
+    let err = rotagate::config::parse(
+        "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[listen]\npublic_origin = \"https://:8080\"\n",
+        std::path::Path::new("origin.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("origin.toml:4:") && err.contains("public_origin"),
+        "{err}"
+    );
+}

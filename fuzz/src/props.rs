@@ -896,9 +896,19 @@ pub fn action_multipart(boundary: &str, fields: &[(String, String)]) {
     if fields.iter().any(|(k, _)| k.starts_with("$ACTION_REF_")) {
         return;
     }
+    // the names as the app's parser (undici, per the HTML standard) reads them back: a
+    // literal `%22` in a name is indistinguishable from an escaped `"`
     let want: Vec<String> = fields
         .iter()
-        .filter_map(|(k, _)| k.strip_prefix("$ACTION_ID_").map(str::to_string))
+        .map(|(k, _)| {
+            k.replace('"', "%22")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+                .replace("%22", "\"")
+                .replace("%0D", "\r")
+                .replace("%0A", "\n")
+        })
+        .filter_map(|k| k.strip_prefix("$ACTION_ID_").map(str::to_string))
         .collect();
     let ct = format!("multipart/form-data; boundary={boundary}");
     match rotagate::actions::form_ids(ct.as_bytes(), body.as_bytes()) {
@@ -989,14 +999,41 @@ pub fn cache_control(status: u16, values: &[Vec<u8>], expires: bool, cdn: bool) 
         .get_all(http::header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|d| d.trim().to_ascii_lowercase()))
+        .flat_map(split_directives)
         .collect();
     if fix.cache_control.is_some() {
-        assert!(!directives
-            .iter()
-            .any(|d| d == "public" || d.starts_with("s-maxage")));
+        assert!(!directives.iter().any(|d| d == "public" || d == "s-maxage"));
         assert!(directives.iter().any(|d| d == "private" || d == "no-store"));
     }
+}
+
+/// Directive names of a `Cache-Control` value (RFC 9111 §5.2: commas inside quoted
+/// strings do not split), lower-cased.
+fn split_directives(v: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut escaped) = (Vec::new(), String::new(), false, false);
+    for c in v.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out.iter()
+        .map(|d| {
+            d.split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------

@@ -1217,6 +1217,17 @@ pub fn parse_origin(s: &str) -> Result<Origin, &'static str> {
         return Err("no path allowed");
     }
     let auth = uri.authority().ok_or("no host")?;
+    if auth.host().is_empty() {
+        return Err("no host");
+    }
+    let a = auth.as_str();
+    let port_text = match a.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, p)| p),
+        None => a.rsplit_once(':').map(|(_, p)| p),
+    };
+    if port_text.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+        return Err("the port must be a number");
+    }
     let host = auth
         .host()
         .trim_start_matches('[')

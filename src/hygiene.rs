@@ -356,13 +356,10 @@ impl RequestHost {
         };
         match (rest, self.port) {
             (Some(rest), None) => rest.is_empty(),
-            (Some(rest), Some(p)) => rest.strip_prefix(b":").is_some_and(|digits| {
-                !digits.starts_with(b"0")
-                    && std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|d| d.parse().ok())
-                        == Some(p)
-            }),
+            // exactly the port's decimal text (`:0080` is not, `:0` is)
+            (Some(rest), Some(p)) => rest
+                .strip_prefix(b":")
+                .is_some_and(|digits| digits == p.to_string().as_bytes()),
             (None, _) => false,
         }
     }

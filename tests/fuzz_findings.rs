@@ -169,3 +169,16 @@ fn an_origin_needs_a_host_and_a_port_number() {
         "{err}"
     );
 }
+
+/// Found by `host_authority` (property: a host is spelled by its own authority):
+/// `a1:0` was not, so its `Host` would be rewritten on every request to the same text.
+#[test]
+fn a_host_is_spelled_by_its_own_authority() {
+    use rotagate::hygiene::HostReading;
+    for raw in ["a1:0", "x:1", "x:65535", "[::1]:0"] {
+        let h = HostReading::parse(raw).into_host().unwrap();
+        assert!(h.is_spelled(h.authority().as_bytes()), "{raw}");
+    }
+    let h = HostReading::parse("x:0080").into_host().unwrap();
+    assert!(!h.is_spelled(b"x:0080") && h.is_spelled(b"x:80"));
+}

@@ -582,7 +582,7 @@ pub fn path_normalise(raw: &str) {
     }
     let again = path::normalise_with(&n.forward, path::Strictness::Lenient)
         .expect("a normalised path is accepted again");
-    assert_eq!(again.forward, n.forward, "not a fixed point");
+    assert_eq!(again.forward, n.forward, "not a fixed point: {raw:?}");
     if strict.is_ok() {
         assert_eq!(path::normalise(&n.forward).as_ref(), Ok(&n.forward));
     }
@@ -592,12 +592,22 @@ pub fn path_normalise(raw: &str) {
     assert_eq!(
         literal_dots(&n.forward),
         rfc,
-        "differs from remove_dot_segments"
+        "differs from remove_dot_segments: {raw:?}"
     );
-    // WHATWG: the path component of http://h<raw>
-    if url_neutral(raw) {
+    // WHATWG: the path component of http://h<raw>. The `url` crate (2.5) never pops a
+    // segment that looks like a Windows drive letter (`/a/e:/..` stays `/a/e:/`), which
+    // the URL Standard does only for `file:` URLs: such paths are left out
+    let drive_letter = |s: &str| {
+        let b = s.as_bytes();
+        b.len() == 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+    };
+    if url_neutral(raw) && !raw.split('/').any(drive_letter) {
         if let Ok(u) = url::Url::parse(&format!("http://h{raw}")) {
-            assert_eq!(u.path(), n.forward, "differs from the WHATWG URL parser");
+            assert_eq!(
+                u.path(),
+                n.forward,
+                "differs from the WHATWG URL parser: {raw:?}"
+            );
         }
     }
     if let Some(d) = path::decoded(&n.forward) {

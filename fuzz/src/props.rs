@@ -1095,9 +1095,12 @@ pub fn csrf_origin(origin: &[u8], site: &[u8], config_origin: &str, host: &str) 
         match &public {
             Some(o) => {
                 assert_eq!(sent, o.serialize());
-                let u = url::Url::parse(&sent).expect("an accepted Origin is a URL");
-                assert_eq!(u.scheme(), o.scheme);
-                assert_eq!(u.port(), o.port);
+                // a browser's Origin is a WHATWG URL (a configured `http://app.00` is
+                // none: no browser sends it, and only non-browsers can pass with it)
+                if let Ok(u) = url::Url::parse(&sent) {
+                    assert_eq!(u.scheme(), o.scheme);
+                    assert_eq!(u.port(), o.port);
+                }
             }
             None => {
                 let h = host.expect("passed on Origin with no host to compare");

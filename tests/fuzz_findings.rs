@@ -153,7 +153,15 @@ fn a_config_cut_off_anywhere_names_what_is_wrong() {
 /// `Origin` can ever equal. An origin needs a host and a numeric port.
 #[test]
 fn an_origin_needs_a_host_and_a_port_number() {
-    for bad in ["https://:4ample", "https://:8080", "http://", "https://a:b"] {
+    // … and a host that is a host, read as request hosts are: `Ap[::1]p.x'8` was taken
+    for bad in [
+        "https://:4ample",
+        "https://:8080",
+        "http://",
+        "https://a:b",
+        "http://Ap[::1]p.examp0l8'8:0",
+        "https://a..b",
+    ] {
         assert!(rotagate::config::parse_origin(bad).is_err(), "{bad}");
     }
     let o = rotagate::config::parse_origin("https://[::1]:8443").unwrap();

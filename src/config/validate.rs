@@ -1228,11 +1228,12 @@ pub fn parse_origin(s: &str) -> Result<Origin, &'static str> {
     if port_text.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
         return Err("the port must be a number");
     }
-    let host = auth
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
+    // the host as request hosts are read (hygiene::HostReading), so that an origin is
+    // one a browser can send: `Ap[::1]p.x'8` is not
+    let host = match crate::hygiene::HostReading::parse(auth.as_str()) {
+        crate::hygiene::HostReading::Host(h) => h.name,
+        _ => return Err("not a host name or IP address"),
+    };
     let default_port = if scheme == "https" { 443 } else { 80 };
     let port = auth.port_u16().filter(|p| *p != default_port);
     Ok(Origin {

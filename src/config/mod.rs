@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use runtime::*;
+pub use validate::{is_same_origin_path, parse_manifest, parse_origin};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,13 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let model: file::FileConfig = toml::from_str(text).map_err(|e| {
         let span = e.span();
         let message = e.message().trim().replace('\n', " ");
+        // toml has no words for some breaks (a key with no value at the end of the
+        // file): the location still says where, this says what
+        let message = if message.is_empty() {
+            "invalid TOML: expected a value here".to_string()
+        } else {
+            message
+        };
         ConfigError {
             file: source.to_path_buf(),
             problems: vec![locator.problem(span, None, message)],

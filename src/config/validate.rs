@@ -1241,8 +1241,10 @@ fn allowed_hosts(cx: &mut Ctx<'_>, entries: &[S], origin: Option<&Origin>) -> Ve
     out
 }
 
-/// `scheme://host[:port]` with no path.
-fn parse_origin(s: &str) -> Result<Origin, &'static str> {
+/// Parses an origin as written in the config (`listen.public_origin`,
+/// `csrf.allowed_origins`): `scheme://host[:port]` with no path, scheme `http` or
+/// `https`; the host lower-cased and the scheme's default port dropped.
+pub fn parse_origin(s: &str) -> Result<Origin, &'static str> {
     let uri: http::Uri = s.parse().map_err(|_| "not a URL")?;
     let scheme = match uri.scheme_str() {
         Some("http") => "http",
@@ -1256,11 +1258,23 @@ fn parse_origin(s: &str) -> Result<Origin, &'static str> {
         return Err("no path allowed");
     }
     let auth = uri.authority().ok_or("no host")?;
-    let host = auth
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
+    if auth.host().is_empty() {
+        return Err("no host");
+    }
+    let a = auth.as_str();
+    let port_text = match a.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, p)| p),
+        None => a.rsplit_once(':').map(|(_, p)| p),
+    };
+    if port_text.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+        return Err("the port must be a number");
+    }
+    // the host as request hosts are read (hygiene::HostReading), so that an origin is
+    // one a browser can send: `Ap[::1]p.x'8` is not
+    let host = match crate::hygiene::HostReading::parse(auth.as_str()) {
+        crate::hygiene::HostReading::Host(h) => h.name,
+        _ => return Err("not a host name or IP address"),
+    };
     let default_port = if scheme == "https" { 443 } else { 80 };
     let port = auth.port_u16().filter(|p| *p != default_port);
     Ok(Origin {
@@ -1270,12 +1284,17 @@ fn parse_origin(s: &str) -> Result<Origin, &'static str> {
     })
 }
 
-/// Reads Next's `server-reference-manifest.json`: each action id (under `node` and
-/// `edge`) with the entry names in its `workers` (e.g. `app/premium/page`). The
-/// manifest's `encryptionKey` is not kept.
+/// Reads Next's `server-reference-manifest.json` from disk (see [`parse_manifest`]).
 fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    parse_manifest(&text)
+}
+
+/// Parses the text of Next's `server-reference-manifest.json`: each action id (under
+/// `node` and `edge`) with the entry names in its `workers` (e.g. `app/premium/page`).
+/// The manifest's `encryptionKey` is not kept.
+pub fn parse_manifest(text: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for runtime in ["node", "edge"] {
         let Some(actions) = v.get(runtime).and_then(|a| a.as_object()) else {

@@ -117,10 +117,12 @@ enum Re {
 }
 
 impl Re {
-    fn new(src: &str) -> Result<Re, String> {
-        match regex::Regex::new(src) {
+    /// Compiles a JS regex source (with its JS meaning, see [`pattern::js_semantics`]).
+    fn new(js: &str) -> Result<Re, String> {
+        let src = pattern::js_semantics(js);
+        match regex::Regex::new(&src) {
             Ok(r) => Ok(Re::Fast(r)),
-            Err(_) => fancy_regex::Regex::new(src)
+            Err(_) => fancy_regex::Regex::new(&src)
                 .map(Re::Fancy)
                 .map_err(|e| e.to_string()),
         }
@@ -233,9 +235,11 @@ pub fn next_wrap_with(source: &str, opts: &NextOptions, locale: bool) -> String 
             if is_root { "" } else { source }
         );
     }
+    // Next 16.4.6: the root also matches its App Router transport forms
+    // (`/index.rsc`, `/index.segments/….segment.rsc`), as every other source does
     let suffix = if is_root {
         format!(
-            "({}/?index|/?index\\.json)?",
+            "({}/?index|/?index\\.json|/?index(?:\\.rsc|\\.segments/.+\\.segment\\.rsc))?",
             // keyed on the app's i18n config, not on this matcher's `locale`
             if opts.locales.is_empty() {
                 ""
@@ -321,7 +325,7 @@ impl RuleSet {
                     Re::new(&js).map_err(|e| err(Some(si), format!("Invalid source: {s}: {e}")))?;
                 let fancy_re = match re {
                     Re::Fast(_) => {
-                        fast_sources.push(js);
+                        fast_sources.push(pattern::js_semantics(&js));
                         set_owner.push((ri, si));
                         None
                     }

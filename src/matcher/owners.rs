@@ -381,7 +381,8 @@ fn source_dfa(rules: &RuleSet, ri: usize, si: usize) -> Result<SourceAutomaton, 
     let stripped = strip_lookarounds(&js);
     let dfa = dfa(&stripped)?;
     let superset = if user_lookaround {
-        let re = regex::Regex::new(&stripped).map_err(|e| format!("too large to compare ({e})"))?;
+        let re = regex::Regex::new(&pattern::js_semantics(&stripped))
+            .map_err(|e| format!("too large to compare ({e})"))?;
         Some((re, literal_negative_lookaheads(&user_js)))
     } else {
         None
@@ -430,7 +431,7 @@ fn dfa(pattern: &str) -> Result<Dfa, String> {
                 .dfa_size_limit(Some(DFA_LIMIT))
                 .determinize_size_limit(Some(DFA_LIMIT)),
         )
-        .build(pattern)
+        .build(&pattern::js_semantics(pattern))
         .map_err(|e| format!("too large to compare ({e})"))
 }
 

@@ -386,9 +386,98 @@ pub fn to_regex_source(tokens: &[Token]) -> Result<String, String> {
     Ok(route)
 }
 
-/// `pathToRegexp(source)` as Next's `tryToParsePath` runs it: the regex source.
+/// `pathToRegexp(source)` as Next's `tryToParsePath` runs it: the regex source. Like
+/// Next 16 (`safeTokensToRegexp`), a repeated parameter without prefix and suffix,
+/// which 6.3.0 refuses (`/x-:slug*`), is retried with the prefix `/`
+/// (`normalizeTokensForRegexp`).
 pub fn compile_source(source: &str) -> Result<String, String> {
-    to_regex_source(&parse(source)?)
+    let tokens = parse(source)?;
+    to_regex_source(&tokens).or_else(|_| {
+        let normalised: Vec<Token> = tokens
+            .into_iter()
+            .map(|t| match t {
+                Token::Key(mut k)
+                    if (k.modifier == "*" || k.modifier == "+")
+                        && k.prefix.is_empty()
+                        && k.suffix.is_empty() =>
+                {
+                    k.prefix = "/".into();
+                    Token::Key(k)
+                }
+                t => t,
+            })
+            .collect();
+        to_regex_source(&normalised)
+    })
+}
+
+/// JS whitespace (`\s` in a `RegExp`): ECMA-262 WhiteSpace and LineTerminator.
+const JS_SPACE: &str =
+    r"\t\n\x0B\x0C\r \xA0\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
+
+/// What `.` matches in a JS `RegExp` without the `s` flag: anything but a line
+/// terminator.
+const JS_DOT: &str = r"[^\n\r\x{2028}\x{2029}]";
+
+/// A JS `RegExp` source (as Next compiles matchers and `has` values: no flags) in the
+/// regex crate's syntax *with JS meaning*: the regex crate reads `\d`, `\w` and `\b`
+/// as Unicode classes and lets `.` match `\r`, U+2028 and U+2029, where JS is ASCII
+/// and stops at every line terminator. Left as they are, `/post/:id(\d+)` would match
+/// `/post/١٢` and `/((?!\d).*)` would not match it, unlike Next (differential corpus,
+/// `tests/matcher_differential.rs`). `[]` (nothing) and `[^]` (anything) are JS's too.
+pub fn js_semantics(js: &str) -> String {
+    let mut out = String::with_capacity(js.len() + 16);
+    let mut chars = js.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('d') if in_class => out.push_str("0-9"),
+                Some('d') => out.push_str("[0-9]"),
+                Some('D') => out.push_str("[^0-9]"),
+                Some('w') if in_class => out.push_str("0-9A-Za-z_"),
+                Some('w') => out.push_str("[0-9A-Za-z_]"),
+                Some('W') => out.push_str("[^0-9A-Za-z_]"),
+                Some('s') if in_class => out.push_str(JS_SPACE),
+                Some('s') => {
+                    out.push('[');
+                    out.push_str(JS_SPACE);
+                    out.push(']');
+                }
+                Some('S') => {
+                    out.push_str("[^");
+                    out.push_str(JS_SPACE);
+                    out.push(']');
+                }
+                Some('b') if !in_class => out.push_str("(?-u:\\b)"),
+                Some('B') if !in_class => out.push_str("(?-u:\\B)"),
+                Some(o) => {
+                    out.push('\\');
+                    out.push(o);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                let negated = chars.next_if_eq(&'^').is_some();
+                if chars.next_if_eq(&']').is_some() {
+                    // JS: `[]` matches nothing, `[^]` any character
+                    out.push_str(if negated { "(?s:.)" } else { "[a&&b]" });
+                } else {
+                    in_class = true;
+                    out.push_str(if negated { "[^" } else { "[" });
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            // a `[` inside a class is a literal in JS, a nested class in the regex crate
+            '[' => out.push_str("\\["),
+            '.' if !in_class => out.push_str(JS_DOT),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -411,6 +500,22 @@ mod tests {
             compile_source("/((?!api|_next/static).*)").unwrap(),
             "^(?:\\/((?!api|_next/static).*))[\\/#\\?]?$"
         );
+    }
+
+    #[test]
+    fn js_classes_keep_their_js_meaning() {
+        let re = |js: &str| regex::Regex::new(&js_semantics(js)).unwrap();
+        assert!(re(r"^\d+$").is_match("123") && !re(r"^\d+$").is_match("١٢"));
+        assert!(re(r"^[\d_]+$").is_match("1_2") && !re(r"^[\d]$").is_match("１"));
+        assert!(re(r"^\w+$").is_match("a_1") && !re(r"^\w+$").is_match("été"));
+        assert!(re(r"^\s$").is_match("\u{3000}") && !re(r"^\s$").is_match("\u{85}"));
+        assert!(re(r"^.$").is_match("a") && !re(r"^.$").is_match("\u{2028}"));
+        assert!(!re(r"^.$").is_match("\r") && re(r"^[.]$").is_match("."));
+        assert!(!re(r"^a[]$").is_match("a") && re(r"^[^]$").is_match("\n"));
+        assert!(re(r"^[[]$").is_match("[") && re(r"^\.$").is_match("."));
+        assert!(re(r"^\D\W\S$").is_match("a-x"));
+        // ASCII word boundary: `é` is no word character in JS
+        assert!(re(r"^a\b").is_match("a-") && re(r"^a\b").is_match("aé"));
     }
 
     #[test]
@@ -441,8 +546,13 @@ mod tests {
             "Must have text between two parameters, missing text after \"a\""
         );
         assert_eq!(
-            compile_source("/x-:slug*").unwrap_err(),
+            to_regex_source(&parse("/x-:slug*").unwrap()).unwrap_err(),
             "Can not repeat \"slug\" without a prefix and suffix"
+        );
+        // … which Next 16 retries with a `/` prefix
+        assert_eq!(
+            compile_source("/x-:slug*").unwrap(),
+            "^\\/x-(?:\\/((?:[^\\/#\\?]+?)(?:\\/(?:[^\\/#\\?]+?))*))?[\\/#\\?]?$"
         );
     }
 }

@@ -113,7 +113,20 @@ def cpu_seconds(proc):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_vault(binary, work, up_port, threads, env):
+def start_redis(work):
+    """A redis-server of its own for the `vault-redis` target (AOF, fsync every second,
+    noeviction: the README's recommended setting). Returns (process, port)."""
+    port = free_port()
+    d = os.path.join(work, "redis")
+    os.makedirs(d, exist_ok=True)
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", d,
+                             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL)
+    wait_port(port, proc, "redis-server")
+    return proc, port
+
+
+def start_vault(binary, work, up_port, threads, env, store="memory", name="vault"):
     """The `vault` target: rotagate in vault mode (memory store) with one live family.
 
     The fixed upstream cannot log anyone in, so the family is made by adoption: one
@@ -124,10 +137,13 @@ def start_vault(binary, work, up_port, threads, env):
     port = free_port()
     with open(os.path.join(work, "vault.key"), "wb") as f:
         f.write(os.urandom(32).hex().encode())
-    path = os.path.join(work, "rotagate-vault.toml")
+    path = os.path.join(work, f"rotagate-{name}.toml")
+    store_keys = f'store = "{store}"\n'
+    if store == "embedded":
+        store_keys += f'store_path = "{work}/{name}.redb"\n'
     with open(path, "w") as f:
         f.write(f'[listen]\naddress = "127.0.0.1:{port}"\n{threads}[upstream]\nurl = "http://127.0.0.1:{up_port}"\n'
-                + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\nstore = "memory"\n'
+                + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\n' + store_keys
                 + f'[session.vault]\ncapture = ["sid"]\nsecrets = ["file:{work}/vault.key"]\n'
                 + '[[route]]\nname = "app"\nmatch = "/:path*"\n')
     proc = subprocess.Popen([binary, "run", "-c", path], stdout=subprocess.DEVNULL, env=env)
@@ -207,15 +223,26 @@ def main():
         env = dict(os.environ, RUST_LOG="warn,pingora_core::connectors=off")
         vault_proc, vault_port, vault_cookie = start_vault(binary, work, up_port, threads, env)
         procs.append(vault_proc)
+        # vault-redis vs vault-embedded: the same adopted family, the store differs
+        emb_proc, emb_port, emb_cookie = start_vault(binary, work, up_port, threads, env, "embedded", "vault-embedded")
+        procs.append(emb_proc)
+        redis_proc, redis_port = start_redis(work)
+        procs.append(redis_proc)
+        vr_proc, vr_port, vr_cookie = start_vault(binary, work, up_port, threads, env,
+                                                  f"redis://127.0.0.1:{redis_port}/0", "vault-redis")
+        procs.append(vr_proc)
         targets = [
             ("direct upstream", f"http://127.0.0.1:{up_port}/", None),
             ("nginx pass-through", f"http://127.0.0.1:{ngx_port}/", None),
             ("rotagate pass-through", f"http://127.0.0.1:{rg_pass_port}/", None),
             ("rotagate rotating", f"http://127.0.0.1:{rg_rot_port}/", cookie),
             ("rotagate vault", f"http://127.0.0.1:{vault_port}/", vault_cookie),
+            ("rotagate vault-embedded", f"http://127.0.0.1:{emb_port}/", emb_cookie),
+            ("rotagate vault-redis", f"http://127.0.0.1:{vr_port}/", vr_cookie),
         ]
         # CPU per request of the proxy process itself (utime+stime over its own runs)
-        cpu_of = {"rotagate rotating": rot_proc, "rotagate vault": vault_proc}
+        cpu_of = {"rotagate rotating": rot_proc, "rotagate vault": vault_proc,
+                  "rotagate vault-embedded": emb_proc, "rotagate vault-redis": vr_proc}
         cpu = {n: [0.0, 0.0] for n in cpu_of}
         results = {name: [] for name, _, _ in targets}
         for _ in range(args.rounds):
@@ -238,6 +265,8 @@ def main():
         print(f"rotagate rotating / rotagate pass-through:  {r_rot:.2f}x (target >= 0.85)")
         per = {n: (c / reqs * 1e6 if reqs else 0.0) for n, (c, reqs) in cpu.items()}
         print(f"CPU per request: reissue rotating {per['rotagate rotating']:.1f} us, vault (memory store) {per['rotagate vault']:.1f} us")
+        print(f"vault-redis vs vault-embedded: {med['rotagate vault-redis']['rps']:.0f} vs {med['rotagate vault-embedded']['rps']:.0f} req/s, "
+              f"CPU per request {per['rotagate vault-redis']:.1f} vs {per['rotagate vault-embedded']:.1f} us (rotagate process only)")
         bad = [n for n, m in med.items() if m["non2xx"] > 0]
         if bad:
             sys.exit(f"non-2xx answers from: {', '.join(bad)}")

@@ -563,3 +563,106 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
     let ok = start("s3cret-store-password").await.expect("the right password starts");
     ok.shutdown().await;
 }
+
+#[test]
+fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let port = redis.port;
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args(["--cluster-enabled", "yes"])
+        .arg("--cluster-config-file")
+        .arg(redis.dir.path().join("nodes.conf"))
+        .arg("--dir")
+        .arg(redis.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    redis.child = Some(child);
+    poll("redis-server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
+        url: redis.url(),
+        username: None,
+        password: None,
+    });
+    let err = rotagate::store::open(&cfg).unwrap_err().to_string();
+    assert!(err.contains("Redis Cluster") && err.contains(&redis.url()), "{err}");
+}
+
+#[tokio::test]
+async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
+    use rotagate::store::{Cas, FamilyId, FamilyRecord, Revocation, RevokeReason, Sealed, Store};
+    let redis = RedisServer::start();
+    let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
+        url: redis.url(),
+        username: None,
+        password: None,
+    });
+    let clock = Arc::new(rotagate::clock::ManualClock::new(T0));
+    let store: Arc<dyn Store> = rotagate::store::open_with_clock(&cfg, clock).unwrap();
+    let rec = |subject: &str, created: u64| FamilyRecord {
+        version: 0,
+        generation: 0,
+        current_digest: [1; 32],
+        previous_digest: None,
+        successor_r: [2; 32],
+        previous_r: [0; 32],
+        derive_kid: 0,
+        rotated_at: created,
+        successor_seen_at: None,
+        predecessor_uses: 0,
+        revoked: None,
+        created,
+        last_seen: created,
+        idle_timeout: 1800,
+        absolute_deadline: created + 43_200,
+        subject: Some(subject.to_string()),
+        claims: Vec::new(),
+        credentials: Sealed { kid: 0, nonce: [0; 12], ciphertext: vec![9; 40] },
+    };
+    let (a, b) = (FamilyId([1; 16]), FamilyId([2; 16]));
+    assert_eq!(store.get(&a).await.unwrap(), None);
+    assert_eq!(store.compare_and_swap(&a, None, &rec("u1", T0)).await.unwrap(), Cas::Written(1));
+    assert_eq!(store.compare_and_swap(&a, None, &rec("u1", T0)).await.unwrap(), Cas::Conflict);
+    let mut next = store.get(&a).await.unwrap().unwrap();
+    assert_eq!(next.version, 1);
+    next.generation = 1;
+    assert_eq!(store.compare_and_swap(&a, Some(0), &next).await.unwrap(), Cas::Conflict);
+    assert_eq!(store.compare_and_swap(&a, Some(1), &next).await.unwrap(), Cas::Written(2));
+    assert_eq!(store.get(&a).await.unwrap().unwrap().generation, 1);
+    // subject index: newest first, follows a subject change
+    store.compare_and_swap(&b, None, &rec("u1", T0 + 5)).await.unwrap();
+    let ids: Vec<_> = store.by_subject("u1").await.unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![b, a]);
+    let mut moved = store.get(&b).await.unwrap().unwrap();
+    moved.subject = Some("u2".into());
+    store.compare_and_swap(&b, Some(1), &moved).await.unwrap();
+    assert_eq!(store.by_subject("u1").await.unwrap().len(), 1);
+    assert_eq!(store.by_subject("u2").await.unwrap()[0].0, b);
+    // a tombstone lives until the absolute deadline; a live family until its idle end
+    let mut dead = store.get(&a).await.unwrap().unwrap();
+    dead.revoked = Some(Revocation { reason: RevokeReason::Admin, at: T0 });
+    store.compare_and_swap(&a, Some(2), &dead).await.unwrap();
+    let ttl = |k: String| {
+        let r = &redis;
+        async move {
+            match r.cmd(&["TTL", &k]).await {
+                redis::Value::Int(t) => t,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let ta = ttl(format!("rotagate:f:{}", a.to_hex())).await;
+    let tb = ttl(format!("rotagate:f:{}", b.to_hex())).await;
+    assert!((43_190..=43_200).contains(&ta), "tombstone TTL {ta}");
+    assert!((1_790..=1_800).contains(&tb), "live TTL {tb}");
+    assert!(ttl("rotagate:s:u2".into()).await >= 1_790);
+    // cleanup only counts (Redis expires by itself)
+    assert_eq!(store.cleanup(T0).await.unwrap().live, 1);
+    // a NOSCRIPT (script cache flushed) is reloaded on the fly
+    redis.cmd(&["SCRIPT", "FLUSH"]).await;
+    let cur = store.get(&b).await.unwrap().unwrap();
+    assert_eq!(store.compare_and_swap(&b, Some(cur.version), &cur).await.unwrap(), Cas::Written(cur.version + 1));
+}

@@ -174,6 +174,12 @@ pub(super) fn session(
 /// `store` and `store_path`.
 fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
     let kind = s.store.as_ref().map(|v| (v, v.get_ref().as_str()));
+    let redis = kind.is_some_and(|(_, k)| k.starts_with("redis://") || k.starts_with("rediss://"));
+    if !redis {
+        for v in [&s.store_username, &s.store_password].into_iter().flatten() {
+            cx.bad_at(v, "`store_username` / `store_password` apply to store = \"redis://…\" only");
+        }
+    }
     match kind {
         None | Some((_, "embedded")) => {}
         Some((v, "memory")) => {
@@ -196,9 +202,6 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
             );
             return StoreSpec::Memory;
         }
-    }
-    for v in [&s.store_username, &s.store_password].into_iter().flatten() {
-        cx.bad_at(v, "`store_username` / `store_password` apply to store = \"redis://…\" only");
     }
     let path = match &s.store_path {
         None => Path::new(DEFAULT_STORE_PATH).to_path_buf(),

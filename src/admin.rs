@@ -118,7 +118,11 @@ async fn sessions(req: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
             let subject = req.uri().query().and_then(|q| {
                 q.split('&').find_map(|kv| {
                     let v = kv.strip_prefix("subject=")?;
-                    Some(percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                    Some(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    )
                 })
             });
             let Some(subject) = subject.filter(|s| !s.is_empty()) else {
@@ -143,7 +147,9 @@ async fn sessions(req: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
             };
             let v: serde_json::Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(_) => return bad("expected {\"family\": \"<id>\"} or {\"subject\": \"<subject>\"}"),
+                Err(_) => {
+                    return bad("expected {\"family\": \"<id>\"} or {\"subject\": \"<subject>\"}")
+                }
             };
             let family = v.get("family").and_then(|f| f.as_str());
             let subject = v.get("subject").and_then(|f| f.as_str());
@@ -151,12 +157,17 @@ async fn sessions(req: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
             match (family, subject) {
                 (Some(id), None) => {
                     let Some(fid) = crate::store::FamilyId::from_hex(id) else {
-                        return bad("`family`: expected a family id as /sessions lists it (32 hex digits)");
+                        return bad(
+                            "`family`: expected a family id as /sessions lists it (32 hex digits)",
+                        );
                     };
                     match engine.revoke_family(&fid, reason).await {
                         Ok(done) => {
                             tracing::info!(target: "rotagate::admin", family = %fid.to_hex(), revoked = done, "family revoked by an operator");
-                            json(StatusCode::OK, serde_json::json!({ "revoked": u32::from(done) }))
+                            json(
+                                StatusCode::OK,
+                                serde_json::json!({ "revoked": u32::from(done) }),
+                            )
                         }
                         Err(e) => unavailable(e),
                     }
@@ -171,9 +182,19 @@ async fn sessions(req: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
                 _ => bad("expected exactly one of `family` or `subject`"),
             }
         }
-        (_, "/sessions") => json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({ "error": "GET only" })),
-        (_, "/sessions/revoke") => json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({ "error": "POST only" })),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        (_, "/sessions") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({ "error": "GET only" }),
+        ),
+        (_, "/sessions/revoke") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({ "error": "POST only" }),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     }
 }
 
@@ -199,7 +220,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".to_string()),
         // ready once a configuration is in force and its session store (if any) serves
-        "/readyz" => match shared.current().vault.as_ref().map(|v| v.engine.store().ready()) {
+        "/readyz" => match shared
+            .current()
+            .vault
+            .as_ref()
+            .map(|v| v.engine.store().ready())
+        {
             Some(Err(e)) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

@@ -109,10 +109,9 @@ pub enum SessionsCommand {
 pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, String> {
     let cfg = crate::config::load(config_path).map_err(|e| e.to_string())?;
     let file = config_path.display();
-    let admin = cfg
-        .admin
-        .as_ref()
-        .ok_or_else(|| format!("{file}: `admin.address`: the sessions API needs an [admin] section"))?;
+    let admin = cfg.admin.as_ref().ok_or_else(|| {
+        format!("{file}: `admin.address`: the sessions API needs an [admin] section")
+    })?;
     let token = admin.token.as_ref().ok_or_else(|| {
         format!("{file}: `admin.token`: the sessions API is off without it (set `token = \"env:ROTAGATE_ADMIN_TOKEN\"` in [admin])")
     })?;
@@ -150,7 +149,10 @@ pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, Str
     if status == 200 {
         Ok(text)
     } else {
-        Err(format!("the admin listener at {addr} answered {status}: {}", text.trim()))
+        Err(format!(
+            "the admin listener at {addr} answered {status}: {}",
+            text.trim()
+        ))
     }
 }
 

@@ -217,7 +217,9 @@ fn main() -> ExitCode {
                     eprintln!("rotagate sessions revoke: give --subject or --family");
                     return ExitCode::from(2);
                 }
-                SessionsAction::List { config, subject } => (config, SessionsCommand::List(subject)),
+                SessionsAction::List { config, subject } => {
+                    (config, SessionsCommand::List(subject))
+                }
             };
             match rotagate::cli::sessions(&config, &cmd) {
                 Ok(text) => {

@@ -87,7 +87,8 @@ pub struct VaultMetrics {
 
 impl VaultMetrics {
     fn new() -> VaultMetrics {
-        let c = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let c =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
         let v = |name: &str, help: &str, label: &str| {
             IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric definition")
         };
@@ -127,8 +128,8 @@ impl VaultMetrics {
                     "Vault store operation latency",
                 )
                 .buckets(vec![
-                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                    0.1, 0.25, 1.0,
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
                 ]),
                 &["op"],
             )
@@ -138,11 +139,8 @@ impl VaultMetrics {
                 "Vault store errors answered with 503, by phase",
                 "phase",
             ),
-            live_families: IntGauge::new(
-                "rotagate_vault_live_families",
-                "Live vault families",
-            )
-            .expect("static metric definition"),
+            live_families: IntGauge::new("rotagate_vault_live_families", "Live vault families")
+                .expect("static metric definition"),
             store_up: IntGauge::new(
                 "rotagate_store_up",
                 "1 while the vault session store works (reachable, data intact), else 0",

@@ -196,14 +196,13 @@ impl vault::Observer for VaultObserver {
             .observe(seconds);
     }
     fn live_families(&self, count: u64) {
-        self.0.live_families.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.0
+            .live_families
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 
-fn vault_runtime(
-    config: &Config,
-    env: &Env,
-) -> Result<Option<VaultRuntime>, RuntimeError> {
+fn vault_runtime(config: &Config, env: &Env) -> Result<Option<VaultRuntime>, RuntimeError> {
     let Some(s) = config.session.as_ref() else {
         return Ok(None);
     };
@@ -261,12 +260,12 @@ impl Runtime {
         peer.options.write_timeout = Some(up.write_timeout);
         peer.options.idle_timeout = Some(up.idle_timeout);
         let session = match &config.session {
-            Some(s) if s.mode.reissue().is_some() => Some(
-                SessionEngine::new(s).map_err(|source| RuntimeError::Session {
+            Some(s) if s.mode.reissue().is_some() => Some(SessionEngine::new(s).map_err(
+                |source| RuntimeError::Session {
                     file: config.source.display().to_string(),
                     source,
-                })?,
-            ),
+                },
+            )?),
             _ => None,
         };
         let vault = vault_runtime(&config, env)?;

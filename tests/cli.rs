@@ -124,3 +124,41 @@ fn keygen_prints_a_fresh_secret() {
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     assert_ne!(a, b);
 }
+
+#[test]
+fn check_and_explain_show_vault_settings_never_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "cli-vault-key-cli-vault-key-cli-vault-key-01";
+    let token = "cli-admin-token-0123456789";
+    std::fs::write(dir.path().join("vault.key"), key).unwrap();
+    std::fs::write(dir.path().join("admin.token"), token).unwrap();
+    let p = write(
+        &dir,
+        &format!(
+            "[listen]\npublic_origin = \"https://app.example.com\"\n{UP}[admin]\naddress = \"127.0.0.1:9091\"\ntoken = \"file:admin.token\"\n[session]\nmode = \"vault\"\nstore_path = \"s.redb\"\n[session.vault]\ncapture = [\"sid\"]\nsecrets = [\"file:vault.key\"]\n[[route]]\nname = \"static\"\nmatch = \"/_next/static/:p*\"\nbypass = true\n[[route]]\nname = \"app\"\nmatch = \"/:path*\"\n"
+        ),
+    );
+    let (code, out, err) = rotagate(&["check", "-c", &p]);
+    assert_eq!(code, 0, "{err}");
+    let store = dir.path().join("s.redb");
+    assert!(
+        out.contains(&format!("session: vault mode: handle cookie \"__Host-Http-rg\" (Secure), capture [\"sid\"], rotate_every 300s (±10 %), idle_timeout 1800s, absolute_timeout 43200s, slack 10s, store embedded {}, 1 secret(s), adopt_existing true", store.display())),
+        "{out}"
+    );
+    assert!(out.contains("admin: sessions API on"), "{out}");
+    let (code, out, _) = rotagate(&["explain", "-c", &p, "GET", "/_next/static/a.js"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("neither the handle nor the app's cookies are forwarded"),
+        "{out}"
+    );
+    assert!(!out.contains(key) && !out.contains(token));
+    // the sessions CLI says clearly when the proxy is not there (never the token)
+    let (code, _, err) = rotagate(&["sessions", "revoke", "--subject", "ada", "-c", &p]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the admin listener at 127.0.0.1:9091"),
+        "{err}"
+    );
+    assert!(!err.contains(token));
+}

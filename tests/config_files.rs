@@ -30,7 +30,10 @@ fn every_example_parses() {
         "an-example-secret-of-at-least-32-bytes!!",
     );
     std::env::set_var("AUTH_SECRET", "an-example-auth-secret-of-32-bytes-or-more");
-    std::env::set_var("ROTAGATE_VAULT_KEY", "an-example-vault-key-of-32-bytes-or-more!");
+    std::env::set_var(
+        "ROTAGATE_VAULT_KEY",
+        "an-example-vault-key-of-32-bytes-or-more!",
+    );
     std::env::set_var("ROTAGATE_ADMIN_TOKEN", "an-example-admin-token");
     let mut n = 0;
     for entry in std::fs::read_dir("config/examples").unwrap() {
@@ -169,7 +172,10 @@ fn vault_key(var: &str) -> String {
 
 #[test]
 fn vault_defaults_are_the_documented_ones() {
-    std::env::set_var("ROTAGATE_VAULT_KEY", "an-example-vault-key-of-32-bytes-or-more!");
+    std::env::set_var(
+        "ROTAGATE_VAULT_KEY",
+        "an-example-vault-key-of-32-bytes-or-more!",
+    );
     let cfg = config::parse(
         &format!("{UP}[session]\nmode = \"vault\"\n"),
         Path::new("/etc/rotagate/rotagate.toml"),
@@ -303,7 +309,9 @@ fn vault_secrets_must_be_references_of_32_bytes() {
         "{UP}[session]\nmode = \"vault\"\n[session.vault]\nsecrets = [\"env:VAULT_KEY_SHORT\"]\n"
     ));
     assert!(
-        e.contains("`session.vault.secrets[0]`: expected a secret of at least 32 bytes, found 9 bytes"),
+        e.contains(
+            "`session.vault.secrets[0]`: expected a secret of at least 32 bytes, found 9 bytes"
+        ),
         "{e}"
     );
     let inline = "inline-vault-secret-inline-vault-secret-0123";
@@ -314,11 +322,19 @@ fn vault_secrets_must_be_references_of_32_bytes() {
     assert!(!e.contains(inline), "the value is never echoed: {e}");
     // the default reference, when its variable is missing, names the key
     std::env::remove_var("ROTAGATE_VAULT_KEY_NEVER_SET");
-    let e = err(&format!("{UP}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"short\"\n"));
-    assert!(e.contains("`admin.token`: expected a secret reference"), "{e}");
+    let e = err(&format!(
+        "{UP}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"short\"\n"
+    ));
+    assert!(
+        e.contains("`admin.token`: expected a secret reference"),
+        "{e}"
+    );
     std::env::set_var("ADMIN_TOKEN_SHORT", "short");
     let e = err(&format!(
         "{UP}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"env:ADMIN_TOKEN_SHORT\"\n"
     ));
-    assert!(e.contains("`admin.token`: expected an admin token of at least 16 bytes"), "{e}");
+    assert!(
+        e.contains("`admin.token`: expected an admin token of at least 16 bytes"),
+        "{e}"
+    );
 }

@@ -87,3 +87,78 @@ async fn demo_runs_and_logs_in() {
         .any(|v| v.to_str().unwrap().starts_with("demo_session=; ")));
     drop(guard);
 }
+
+#[tokio::test]
+async fn demo_vault_holds_only_the_handle_and_two_tabs_stay_logged_in() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["demo", "--port", "0", "--vault"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let guard = Kill(child);
+    let mut proxy = None;
+    let mut printed = String::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("<- open this") {
+            proxy = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_string);
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let proxy = proxy.expect("demo printed the proxy URL");
+    assert!(
+        printed.contains("curl"),
+        "the replay commands are printed: {printed}"
+    );
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = c
+        .post(format!("{proxy}/login"))
+        .form(&[("user", "grace")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let lines: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    // the browser gets only the handle, never the app's token
+    assert!(
+        lines.iter().all(|l| !l.starts_with("demo_session=")),
+        "{lines:?}"
+    );
+    let handle = lines
+        .iter()
+        .find(|l| l.starts_with("rg="))
+        .expect("the handle")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // two tabs: the app sees its session on each
+    for _ in 0..2 {
+        let page = c
+            .get(format!("{proxy}/protected"))
+            .header("cookie", &handle)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("grace"));
+    }
+    drop(guard);
+}

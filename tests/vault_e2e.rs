@@ -9,6 +9,34 @@ use std::sync::Arc;
 use common::*;
 use tokio::sync::Notify;
 
+/// Every log line the proxies of this test binary write (rotagate's own filter, with its
+/// debug lines too), for the "nothing secret in logs" and security event checks.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+impl std::io::Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let filter = format!("{},rotagate=debug", rotagate::logging::DEFAULT_FILTER);
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(|| LogSink)
+        .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
 /// Past `rotate_every = "5m"` with its ±10 % jitter.
 const PAST_ROTATION: u64 = 331;
 
@@ -115,6 +143,14 @@ async fn app() -> (Upstream, App) {
                     )
                     .body(full("refreshed"))
                     .unwrap(),
+                "/cacheable" => resp(200)
+                    .header("cache-control", "public, max-age=600")
+                    .body(full(cookie))
+                    .unwrap(),
+                "/own-rg" => resp(200)
+                    .header("set-cookie", "rg=the-apps-own; Path=/")
+                    .body(full(cookie))
+                    .unwrap(),
                 "/logout-app" => resp(200)
                     .header("set-cookie", "sid=; Path=/; Max-Age=0")
                     .body(full("bye"))
@@ -147,6 +183,7 @@ async fn app() -> (Upstream, App) {
 }
 
 async fn start_with(secrets: &[&str]) -> (Harness, App) {
+    capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let mut refs = Vec::new();
     for (i, s) in secrets.iter().enumerate() {
@@ -210,12 +247,18 @@ async fn the_browser_holds_only_the_handle_and_the_app_gets_its_cookie() {
     let lines = set_cookies(&r);
     // the app's own cookie is captured; its other cookies pass; the handle is added
     assert!(!lines.iter().any(|l| l.starts_with("sid=")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("theme=dark")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("theme=dark")),
+        "{lines:?}"
+    );
     let handle_line = lines.iter().find(|l| l.starts_with("rg=")).unwrap();
     for want in ["HttpOnly", "Path=/", "SameSite=Lax", "Max-Age=1800"] {
         assert!(handle_line.contains(want), "{want} in {handle_line}");
     }
-    assert!(!handle_line.contains("Secure"), "plain http origin: {handle_line}");
+    assert!(
+        !handle_line.contains("Secure"),
+        "plain http origin: {handle_line}"
+    );
     // control headers never reach the browser; the answer is not for shared caches
     assert!(r.headers().get("x-rotagate-claims").is_none());
     assert!(r
@@ -315,18 +358,32 @@ async fn a_nextjs_fan_out_with_the_old_handle_after_rotation_stays_logged_in() {
                 .send()
                 .await
                 .unwrap();
-            (r.status().as_u16(), set_value(&r, "rg"), r.text().await.unwrap())
+            (
+                r.status().as_u16(),
+                set_value(&r, "rg"),
+                r.text().await.unwrap(),
+            )
         }));
     }
     for t in tasks {
         let (status, next, seen) = within("fan-out", t).await.unwrap();
         assert_eq!((status, seen.as_str()), (200, "sid=sess-ada-0"));
-        assert_eq!(next.as_deref(), Some(h2.as_str()), "the same successor again");
+        assert_eq!(
+            next.as_deref(),
+            Some(h2.as_str()),
+            "the same successor again"
+        );
     }
-    assert_eq!(get_with(&h, "/page", &h2).await.text().await.unwrap(), "sid=sess-ada-0");
+    assert_eq!(
+        get_with(&h, "/page", &h2).await.text().await.unwrap(),
+        "sid=sess-ada-0"
+    );
     let m = h.metrics().await;
     assert_eq!(
-        metric(&m, "rotagate_vault_predecessor_accepts_total{window=\"slack\"}"),
+        metric(
+            &m,
+            "rotagate_vault_predecessor_accepts_total{window=\"slack\"}"
+        ),
         8.0
     );
     h.shutdown().await;
@@ -346,7 +403,10 @@ async fn a_lost_rotation_response_and_20_idle_minutes_still_work() {
     assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
     let m = h.metrics().await;
     assert_eq!(
-        metric(&m, "rotagate_vault_predecessor_accepts_total{window=\"unseen\"}"),
+        metric(
+            &m,
+            "rotagate_vault_predecessor_accepts_total{window=\"unseen\"}"
+        ),
         1.0
     );
     h.shutdown().await;
@@ -399,6 +459,20 @@ async fn a_replay_after_the_successor_was_seen_and_slack_passed_revokes_the_fami
     assert!(!m.contains(&h1) && !m.contains(&h2), "no handle in metrics");
     // the app never saw the replayed requests
     assert_eq!(n, 3);
+    // one security event names the login and the user; no log line holds a secret
+    let log = logs();
+    let event = log
+        .lines()
+        .find(|l| l.contains("vault_reuse_detected") && l.contains("\"subject\":\"ada\""))
+        .unwrap_or_else(|| panic!("no security event in {log}"));
+    assert!(event.contains("\"level\":\"WARN\""), "{event}");
+    assert!(
+        event.contains("\"target\":\"rotagate::security\""),
+        "{event}"
+    );
+    for secret in [h1.as_str(), h2.as_str(), "sess-ada", KEY] {
+        assert!(!log.contains(secret), "a secret in the logs");
+    }
     h.shutdown().await;
 }
 
@@ -488,13 +562,18 @@ async fn key_rollover_with_live_families_logs_nobody_out() {
     // the new key goes first, the old one stays to verify
     std::fs::write(h.dir.path().join("vault1.key"), KEY).unwrap();
     std::fs::write(h.dir.path().join("vault0.key"), KEY2).unwrap();
-    let text = std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .replace("\"file:vault0.key\"]", "\"file:vault0.key\", \"file:vault1.key\"]");
+    let text = std::fs::read_to_string(&h.config_path).unwrap().replace(
+        "\"file:vault0.key\"]",
+        "\"file:vault0.key\", \"file:vault1.key\"]",
+    );
     std::fs::write(&h.config_path, text).unwrap();
     h.proxy().shared.reload().await.unwrap();
     let r = get_with(&h, "/page", &old).await;
-    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0", "the old key still verifies");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "sid=sess-ada-0",
+        "the old key still verifies"
+    );
     // the next rotation re-mints under the new key …
     h.clock.advance(PAST_ROTATION);
     let new = set_value(&get_with(&h, "/page", &old).await, "rg").unwrap();
@@ -562,11 +641,17 @@ async fn app_updates_logout_and_subject_changes() {
     assert!(r.headers().get("x-rotagate-rotate").is_none());
     let m = h.metrics().await;
     assert_eq!(
-        metric(&m, "rotagate_vault_revocations_total{reason=\"app_logout\"}"),
+        metric(
+            &m,
+            "rotagate_vault_revocations_total{reason=\"app_logout\"}"
+        ),
         1.0
     );
     assert_eq!(
-        metric(&m, "rotagate_vault_revocations_total{reason=\"subject_changed\"}"),
+        metric(
+            &m,
+            "rotagate_vault_revocations_total{reason=\"subject_changed\"}"
+        ),
         1.0
     );
     h.shutdown().await;
@@ -576,7 +661,11 @@ async fn app_updates_logout_and_subject_changes() {
 async fn an_upstream_401_logs_out_and_revokes_the_family() {
     let (h, _app) = start().await;
     let h1 = login(&h, "ada").await;
-    assert_eq!(get_with(&h, "/api", &h1).await.status(), 200, "the app sees its cookie");
+    assert_eq!(
+        get_with(&h, "/api", &h1).await.status(),
+        200,
+        "the app sees its cookie"
+    );
     // the app rejects the session on its side: the 401 becomes the logout answer …
     let r = h
         .client
@@ -588,7 +677,11 @@ async fn an_upstream_401_logs_out_and_revokes_the_family() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(deletes(&r, "rg"));
-    assert_eq!(set_value(&r, "sid"), None, "the app's cookie never reaches the browser");
+    assert_eq!(
+        set_value(&r, "sid"),
+        None,
+        "the app's cookie never reaches the browser"
+    );
     // … and the login is over server-side too: the handle is no session any more
     let r = h
         .client
@@ -647,7 +740,10 @@ async fn adopting_a_cookie_from_before_vault_mode_happens_once() {
         "sid=pre-vault-session"
     );
     let m = h.metrics().await;
-    assert_eq!(metric(&m, "rotagate_vault_logins_total{how=\"adopted\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "rotagate_vault_logins_total{how=\"adopted\"}"),
+        1.0
+    );
     h.shutdown().await;
 }
 
@@ -671,7 +767,10 @@ async fn the_sessions_api_lists_and_revokes_only_for_the_operator() {
             .status(),
         401
     );
-    for (k, v) in [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")] {
+    for (k, v) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
         let r = c
             .get(&list)
             .header("authorization", &auth)
@@ -696,7 +795,7 @@ async fn the_sessions_api_lists_and_revokes_only_for_the_operator() {
     let families = v["families"].as_array().unwrap();
     assert_eq!(families.len(), 2);
     for f in families {
-        assert_eq!(f["generation"].as_u64().is_some(), true);
+        assert!(f["generation"].as_u64().is_some());
         assert!(f["created"].as_u64().is_some() && f["last_seen"].as_u64().is_some());
     }
     // revoke one family by id, then every login of bob by subject (the CLI does this)
@@ -719,7 +818,11 @@ async fn the_sessions_api_lists_and_revokes_only_for_the_operator() {
             .starts_with("sid=sess-ada")
     }))
     .await;
-    assert_eq!(alive.iter().filter(|a| **a).count(), 1, "one of ada's logins ended");
+    assert_eq!(
+        alive.iter().filter(|a| **a).count(),
+        1,
+        "one of ada's logins ended"
+    );
 
     // the CLI reads the admin address and token from a config file
     let cli_cfg = h.dir.path().join("cli.toml");
@@ -736,7 +839,11 @@ async fn the_sessions_api_lists_and_revokes_only_for_the_operator() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("\"revoked\":1"), "{stdout}");
     assert!(!stdout.contains(ADMIN_TOKEN));
     let r = get_with(&h, "/whoami", &b).await;
@@ -764,5 +871,75 @@ async fn without_an_admin_token_the_sessions_api_is_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn hardening_rules_hold_on_the_vault_path() {
+    let (h, _app) = start().await;
+    let h1 = login(&h, "ada").await;
+    h.clock.advance(PAST_ROTATION);
+    // no storable secrets: a cacheable answer that carries the rotated handle is private
+    let r = get_with(&h, "/cacheable", &h1).await;
+    let h2 = set_value(&r, "rg").expect("rotated");
+    let cc = r.headers().get("cache-control").unwrap().to_str().unwrap();
+    assert!(cc.contains("private") && !cc.contains("public"), "{cc}");
+    // the app wins: a cookie of the handle's name set by the app suppresses rotagate's
+    h.clock.advance(PAST_ROTATION);
+    let r = get_with(&h, "/own-rg", &h2).await;
+    let lines = set_cookies(&r);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("rg=")).count(),
+        1,
+        "{lines:?}"
+    );
+    assert!(lines[0].starts_with("rg=the-apps-own"), "{lines:?}");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "rotagate_vault_handle_withheld_total{why=\"app_cookie_won\"}"
+        ),
+        1.0
+    );
+    // the browser still holds h2, whose successor it never saw: still a session
+    let r = get_with(&h, "/whoami", &h2).await;
+    let h3 = set_value(&r, "rg").expect("the successor it missed");
+    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
+    // one truth upstream: a bogus copy of the handle next to the real one changes
+    // nothing, and no copy goes upstream
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header(
+            "cookie",
+            format!("rg=v1.bogus; x=1; rg={h3}; __Host-rg=t; rg.0=q"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "x=1; sid=sess-ada-0");
+    // bounded work: the cookies past the limit are neither read nor forwarded
+    let mut many = format!("rg={h3}");
+    for i in 0..300 {
+        many.push_str(&format!("; c{i}=v"));
+    }
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header("cookie", many)
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(
+        seen.ends_with("sid=sess-ada-0") && !seen.contains("c299="),
+        "{seen}"
+    );
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "rotagate_session_events_total{event=\"cookie_limit\"}"),
+        1.0
+    );
     h.shutdown().await;
 }

@@ -17,6 +17,7 @@ const KEY: &str = "vault-process-key-vault-process-key-0123456";
 struct Proc {
     child: Child,
     proxy: SocketAddr,
+    admin: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -37,9 +38,23 @@ impl Proc {
             .unwrap_or_else(|| panic!("unexpected line {line:?}"))
             .parse()
             .unwrap();
+        let text = std::fs::read_to_string(config).unwrap();
+        let admin = text.contains("[admin]").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("rotagate: admin listening on http://")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .parse()
+                .unwrap()
+        });
         // keep reading stdout so the process never blocks on a full pipe
         std::thread::spawn(move || for _ in out.lines() {});
-        Proc { child, proxy }
+        Proc {
+            child,
+            proxy,
+            admin,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -99,7 +114,11 @@ async fn app() -> Upstream {
     .await
 }
 
-fn write_config(dir: &std::path::Path, upstream: SocketAddr, rotate_every: &str) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    rotate_every: &str,
+) -> std::path::PathBuf {
     std::fs::write(dir.join("vault.key"), KEY).unwrap();
     let p = dir.join("rotagate.toml");
     std::fs::write(
@@ -171,7 +190,11 @@ async fn a_restart_on_the_embedded_store_keeps_every_session() {
     let p = Proc::start(&cfg);
     for (user, h) in &handles {
         let (seen, _) = seen_with(&c, &p, h).await;
-        assert_eq!(seen, format!("sid=sess-{user}"), "{user}'s session survived");
+        assert_eq!(
+            seen,
+            format!("sid=sess-{user}"),
+            "{user}'s session survived"
+        );
     }
     p.stop();
 }
@@ -256,7 +279,10 @@ async fn a_corrupted_store_file_fails_start_up_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), up.addr, "5m");
     let store = dir.path().join("data/sessions.redb");
-    for garbage in [&b"this is not a redb file at all, just garbage bytes"[..], &[0u8; 4096][..]] {
+    for garbage in [
+        &b"this is not a redb file at all, just garbage bytes"[..],
+        &[0u8; 4096][..],
+    ] {
         std::fs::write(&store, garbage).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_rotagate"))
             .args(["run", "-c"])
@@ -303,4 +329,46 @@ fn cfg_fresh(dir: &std::path::Path, upstream: SocketAddr) -> std::path::PathBuf 
     let p = dir.join("fresh.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+#[tokio::test]
+async fn a_second_process_waits_for_the_store_and_answers_503_meanwhile() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), up.addr, "5m");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let c = client();
+    let old = Proc::start(&cfg);
+    let r = c.get(old.url("/login?user=ada")).send().await.unwrap();
+    let handle = handle_of(&r).unwrap();
+    // an upgrade starts the new process while the old one still holds the file
+    let new = Proc::start(&cfg);
+    let ready = format!("http://{}/readyz", new.admin.unwrap());
+    assert_eq!(c.get(&ready).send().await.unwrap().status(), 503);
+    let r = c
+        .get(new.url("/page"))
+        .header("cookie", format!("rg={handle}"))
+        .send()
+        .await
+        .unwrap();
+    // the store is not there yet: 503, and nothing of the session is touched
+    assert_eq!(r.status(), 503);
+    assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    // the old process drains and lets go; the new one takes the store over
+    old.stop();
+    within("the new process becomes ready", async {
+        while c.get(&ready).send().await.unwrap().status() != 200 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let (seen, _) = seen_with(&c, &new, &handle).await;
+    assert_eq!(seen, "sid=sess-ada", "the session survived the handover");
+    new.stop();
 }

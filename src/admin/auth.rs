@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(authorize(&h(&ok), None), Err(Refusal::Off));
         assert_eq!(authorize(&h(&ok), Some(&t)), Ok(()));
         assert_eq!(
-            authorize(&h(&[("authorization", "bearer admin-token-admin-token")]), Some(&t)),
+            authorize(
+                &h(&[("authorization", "bearer admin-token-admin-token")]),
+                Some(&t)
+            ),
             Ok(())
         );
         for bad in [
@@ -97,7 +100,11 @@ mod tests {
                 ("authorization", "Bearer x"),
             ][..],
         ] {
-            assert_eq!(authorize(&h(bad), Some(&t)), Err(Refusal::Unauthorized), "{bad:?}");
+            assert_eq!(
+                authorize(&h(bad), Some(&t)),
+                Err(Refusal::Unauthorized),
+                "{bad:?}"
+            );
         }
         for browser in ["origin", "sec-fetch-site"] {
             let mut m = h(&ok);

@@ -681,7 +681,9 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         if let Some(v) = v {
             cx.bad_at(
                 v,
-                format!("`{key}` applies to mode = \"vault\" only (set `session.mode = \"vault\"`)"),
+                format!(
+                    "`{key}` applies to mode = \"vault\" only (set `session.mode = \"vault\"`)"
+                ),
             );
         }
     }

@@ -129,7 +129,8 @@ impl Proxy {
             d.set_cookies.clear();
         }
         // vault: the login ends server-side too, and no handle follows the logout
-        self.vault_end(ctx, crate::store::RevokeReason::Logout).await;
+        self.vault_end(ctx, crate::store::RevokeReason::Logout)
+            .await;
 
         let upstream_has_no_body = resp
             .headers

@@ -188,7 +188,10 @@ impl Proxy {
         if !ctx.preflight {
             if let Some(rt) = ctx.rt.vault.is_some().then(|| ctx.rt.clone()) {
                 if let Some(vrt) = rt.vault.as_ref() {
-                    if self.vault_request(session, ctx, vrt, vault_sessions).await? {
+                    if self
+                        .vault_request(session, ctx, vrt, vault_sessions)
+                        .await?
+                    {
                         return Ok(true);
                     }
                 }

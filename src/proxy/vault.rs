@@ -141,7 +141,11 @@ impl Proxy {
                             "a rotated session handle was replayed: the whole login is revoked"
                         );
                     }
-                    revoked = Some(if detected_now { "reuse" } else { reason.as_str() });
+                    revoked = Some(if detected_now {
+                        "reuse"
+                    } else {
+                        reason.as_str()
+                    });
                     break;
                 }
                 Ok(Lookup::Anonymous(why)) => {
@@ -163,7 +167,10 @@ impl Proxy {
                 .eq(&crate::logout::Kind::Prefetch);
         }
         // a browser logged in before vault mode: its app cookie becomes a family, once
-        if vc.live.is_none() && rc.handles.is_empty() && !rc.captured.is_empty() && vrt.adopt_existing
+        if vc.live.is_none()
+            && rc.handles.is_empty()
+            && !rc.captured.is_empty()
+            && vrt.adopt_existing
         {
             let jar: Vec<(String, String)> = rc
                 .captured
@@ -201,7 +208,11 @@ impl Proxy {
                 }
             }
         }
-        let app = vc.live.as_ref().map(|s| jar_of(&s.cookies)).unwrap_or_default();
+        let app = vc
+            .live
+            .as_ref()
+            .map(|s| jar_of(&s.cookies))
+            .unwrap_or_default();
         ctx.session = Some(Decision {
             outcome,
             claims: vc.live.as_ref().map(|s| s.claims.clone()),
@@ -261,10 +272,14 @@ impl Proxy {
                 .get(capture::CLAIMS_HEADER)
                 .and_then(|v| capture::claims_from_header(v.as_bytes())),
             rotate: capture::control_on(
-                resp.headers.get(capture::ROTATE_HEADER).map(|v| v.as_bytes()),
+                resp.headers
+                    .get(capture::ROTATE_HEADER)
+                    .map(|v| v.as_bytes()),
             ),
             logout: capture::control_on(
-                resp.headers.get(capture::LOGOUT_HEADER).map(|v| v.as_bytes()),
+                resp.headers
+                    .get(capture::LOGOUT_HEADER)
+                    .map(|v| v.as_bytes()),
             ),
         };
         for h in [
@@ -331,7 +346,9 @@ impl Proxy {
         let result: std::result::Result<(), StoreError> = async {
             match vc.live.as_deref() {
                 Some(s) if control.logout => {
-                    engine.revoke_family(&s.family, RevokeReason::Logout).await?;
+                    engine
+                        .revoke_family(&s.family, RevokeReason::Logout)
+                        .await?;
                     (pending, delete) = (None, true);
                 }
                 Some(s) => {
@@ -476,9 +493,17 @@ impl Proxy {
         let merged = hygiene::merged_cookie(&session.req_header().headers);
         let rc = capture::read_request(merged.as_deref(), &vrt.names);
         for h in &rc.handles {
-            match vrt.engine.process(h, RequestOptions { may_rotate: false }).await {
+            match vrt
+                .engine
+                .process(h, RequestOptions { may_rotate: false })
+                .await
+            {
                 Ok(Lookup::Session(s)) => {
-                    if let Err(e) = vrt.engine.revoke_family(&s.family, RevokeReason::Logout).await {
+                    if let Err(e) = vrt
+                        .engine
+                        .revoke_family(&s.family, RevokeReason::Logout)
+                        .await
+                    {
                         self.note_store_error("logout", &e);
                     }
                     return;

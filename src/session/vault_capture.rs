@@ -351,7 +351,10 @@ mod tests {
     const NOW: u64 = 1_000_000;
 
     fn names() -> Names {
-        Names::new("rg", &["sid".to_string(), "authjs.session-token".to_string()])
+        Names::new(
+            "rg",
+            &["sid".to_string(), "authjs.session-token".to_string()],
+        )
     }
 
     fn attrs(secure: bool) -> CookieAttributes {
@@ -372,14 +375,14 @@ mod tests {
             &n,
         );
         assert_eq!(r.handles, vec!["h1", "h2"]);
-        assert_eq!(
-            r.captured,
-            vec![("sid", "stolen"), ("__Secure-sid.0", "x")]
-        );
+        assert_eq!(r.captured, vec![("sid", "stolen"), ("__Secure-sid.0", "x")]);
         assert_eq!(r.rest, vec![("a", "1"), ("b", "2")]);
         assert!(r.rewrite);
         let plain = read_request(Some("a=1; sidekick=2"), &n);
-        assert!(!plain.rewrite, "a name that only starts like `sid` is not captured");
+        assert!(
+            !plain.rewrite,
+            "a name that only starts like `sid` is not captured"
+        );
         assert_eq!(plain.rest.len(), 2);
     }
 
@@ -414,19 +417,28 @@ mod tests {
         // the jar follows: sets replace, deletions remove
         let jar = vec![
             ("sid".to_string(), "old".to_string()),
-            ("__Secure-authjs.session-token.1".to_string(), "x".to_string()),
+            (
+                "__Secure-authjs.session-token.1".to_string(),
+                "x".to_string(),
+            ),
         ];
         let next = apply(&jar, &r);
         assert_eq!(
             next,
             vec![
                 ("sid".to_string(), "abc".to_string()),
-                ("__Secure-authjs.session-token.0".to_string(), "p0".to_string()),
+                (
+                    "__Secure-authjs.session-token.0".to_string(),
+                    "p0".to_string()
+                ),
             ]
         );
         // a deletion by Max-Age=0 or an empty value
         let r = read_response(&["sid=; Max-Age=0", "x=1"], &n, NOW);
-        assert_eq!((r.deleted.as_slice(), r.drop.as_slice()), (&["sid".to_string()][..], &[0][..]));
+        assert_eq!(
+            (r.deleted.as_slice(), r.drop.as_slice()),
+            (&["sid".to_string()][..], &[0][..])
+        );
         assert!(apply(&[("sid".into(), "v".into())], &r).is_empty());
         // a later line for the same name wins
         let r = read_response(&["sid=a", "sid=; Max-Age=0", "sid=b"], &n, NOW);
@@ -460,7 +472,10 @@ mod tests {
         );
         let n = names();
         let jar = vec![("sid".to_string(), jws.clone())];
-        assert_eq!(subject(claims_from_jar(&jar, &n).as_ref()).as_deref(), Some("u2"));
+        assert_eq!(
+            subject(claims_from_jar(&jar, &n).as_ref()).as_deref(),
+            Some("u2")
+        );
         let (a, b) = jws.split_at(10);
         let chunked = vec![
             ("sid.1".to_string(), b.to_string()),
@@ -477,7 +492,13 @@ mod tests {
     fn handle_cookies_carry_the_attributes_browsers_need() {
         let c = handle_cookie("__Host-Http-rg", "v1.abc", &attrs(true), 1800, NOW);
         assert!(c.starts_with("__Host-Http-rg=v1.abc"), "{c}");
-        for want in ["HttpOnly", "Path=/", "SameSite=Lax", "Secure", "Max-Age=1800"] {
+        for want in [
+            "HttpOnly",
+            "Path=/",
+            "SameSite=Lax",
+            "Secure",
+            "Max-Age=1800",
+        ] {
             assert!(c.contains(want), "{want} missing in {c}");
         }
         let c = handle_cookie("rg", "v1.abc", &attrs(false), 60, NOW);

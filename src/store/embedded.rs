@@ -353,7 +353,7 @@ impl EmbeddedStore {
                 out.push((FamilyId(fid), Self::decode(&fid, v.value())?));
             }
         }
-        out.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1.created));
         Ok(out)
     }
 

@@ -102,7 +102,7 @@ impl Store for MemoryStore {
                 out.push((*id, decode(id, bytes)?));
             }
         }
-        out.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1.created));
         Ok(out)
     }
 

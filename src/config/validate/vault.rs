@@ -115,7 +115,11 @@ pub(super) fn session(
                 if defaulted {
                     cx.bad(None, Some("session.vault.secrets".into()), msg);
                 } else {
-                    cx.bad(Some(r.span()), Some(format!("session.vault.secrets[{i}]")), msg);
+                    cx.bad(
+                        Some(r.span()),
+                        Some(format!("session.vault.secrets[{i}]")),
+                        msg,
+                    );
                 }
             } else {
                 secrets.push(v);

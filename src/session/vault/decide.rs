@@ -221,6 +221,8 @@ pub fn judge(
             );
             crate::secret::ct_eq(&digest(&s), &record.current_digest).then_some(s)
         });
+        // minted under the kid that rotated it: byte-identical to the rotating
+        // response's cookie even across a key rollover in between
         let Some(secret) = derived else {
             return Verdict::Anonymous(if keys.by_kid(record.derive_kid).next().is_none() {
                 AnonReason::KeyRetired
@@ -239,7 +241,7 @@ pub fn judge(
                 Accepted::PredecessorUnseen
             },
             current: Handle {
-                kid: keys.active().kid,
+                kid: record.derive_kid,
                 family: handle.family,
                 generation: current_gen,
                 secret,

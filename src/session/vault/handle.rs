@@ -72,6 +72,12 @@ fn body(kid: u8, family: &FamilyId, generation: u32, secret: &[u8; 32]) -> [u8; 
 }
 
 impl Handle {
+    /// Encodes and tags the handle under the key set of its own kid (the active one
+    /// when no configured secret has it any more).
+    pub fn mint_own(&self, keys: &Keys) -> HandleValue {
+        self.mint(keys.by_kid(self.kid).next().unwrap_or(keys.active()))
+    }
+
     /// Encodes and tags the handle under `keys` (whose kid it takes).
     pub fn mint(&self, keys: &KeySet) -> HandleValue {
         let body = body(keys.kid, &self.family, self.generation, &self.secret);

@@ -522,7 +522,7 @@ impl Engine {
         now: u64,
     ) -> HandleCookie {
         HandleCookie {
-            value: handle.mint(self.keys.active()),
+            value: handle.mint_own(&self.keys),
             max_age: record.expires_at().saturating_sub(now),
             generation: handle.generation,
         }
@@ -1044,3 +1044,6 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,7 +48,33 @@ struct Shared {
     path: PathBuf,
     state: Mutex<State>,
     changed: Condvar,
+    group: Mutex<Group>,
+    group_changed: Condvar,
 }
+
+/// A compare-and-swap waiting for the next group commit.
+struct Job {
+    ticket: u64,
+    id: FamilyId,
+    expected: Option<u64>,
+    record: FamilyRecord,
+}
+
+/// Group commit: concurrent compare-and-swaps (of different families, from the
+/// blocking pool's threads) share one redb transaction and one fsync. The first waiter
+/// finding no commit in progress leads: it takes every queued job (at most
+/// [`GROUP_MAX`]), commits them together, and hands out the results; each job is still
+/// checked on its own version, so a batch is exactly the same as the jobs one by one.
+#[derive(Default)]
+struct Group {
+    next_ticket: u64,
+    queue: Vec<Job>,
+    leading: bool,
+    done: std::collections::HashMap<u64, Result<Cas, StoreError>>,
+}
+
+/// Most compare-and-swaps in one commit.
+const GROUP_MAX: usize = 128;
 
 /// A redb-backed store.
 #[derive(Clone)]
@@ -195,6 +221,8 @@ impl EmbeddedStore {
                 path: path.to_path_buf(),
                 state: Mutex::new(state),
                 changed: Condvar::new(),
+                group: Mutex::new(Group::default()),
+                group_changed: Condvar::new(),
             }),
         };
         if opening {
@@ -280,12 +308,62 @@ impl EmbeddedStore {
     }
 
     /// [`Store::compare_and_swap`], blocking: durable (fsync) when it returns `Written`.
+    /// Concurrent calls are group-committed (one transaction, one fsync).
     pub fn compare_and_swap_blocking(
         &self,
         id: &FamilyId,
         expected: Option<u64>,
         record: &FamilyRecord,
     ) -> Result<Cas, StoreError> {
+        let lock = || self.shared.group.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock();
+        let ticket = g.next_ticket;
+        g.next_ticket += 1;
+        g.queue.push(Job {
+            ticket,
+            id: *id,
+            expected,
+            record: record.clone(),
+        });
+        loop {
+            if let Some(result) = g.done.remove(&ticket) {
+                return result;
+            }
+            if !g.leading && !g.queue.is_empty() {
+                g.leading = true;
+                let take = g.queue.len().min(GROUP_MAX);
+                let jobs: Vec<Job> = g.queue.drain(..take).collect();
+                drop(g);
+                let tickets: Vec<u64> = jobs.iter().map(|j| j.ticket).collect();
+                // a panic inside the database must not leave the group leaderless
+                let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.commit_group(jobs)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "the session store failed while writing".into(),
+                    ))
+                });
+                let results = match committed {
+                    Ok(r) => r,
+                    Err(e) => tickets.iter().map(|_| Err(e.clone())).collect(),
+                };
+                g = lock();
+                g.leading = false;
+                g.done.extend(tickets.into_iter().zip(results));
+                self.shared.group_changed.notify_all();
+                continue;
+            }
+            g = self
+                .shared
+                .group_changed
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Commits `jobs` in one durable transaction; one result per job, in order.
+    fn commit_group(&self, jobs: Vec<Job>) -> Result<Vec<Result<Cas, StoreError>>, StoreError> {
         let db = self.db()?;
         let mut txn = db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(Durability::Immediate)
@@ -293,41 +371,52 @@ impl EmbeddedStore {
                 path: self.shared.path.clone(),
                 detail: e.to_string(),
             })?;
-        let version;
+        let mut results = Vec::with_capacity(jobs.len());
         {
             let mut families = txn.open_table(FAMILIES).map_err(|e| self.err(e))?;
-            let old = families
-                .get(id.0.as_slice())
-                .map_err(|e| self.err(e))?
-                .map(|v| Self::decode(&id.0, v.value()))
-                .transpose()?;
-            if old.as_ref().map(|r| r.version) != expected {
-                // dropping the transaction aborts it
-                return Ok(Cas::Conflict);
-            }
-            let mut new = record.clone();
-            new.version = expected.map_or(1, |v| v + 1);
-            version = new.version;
-            families
-                .insert(id.0.as_slice(), new.encode().as_slice())
-                .map_err(|e| self.err(e))?;
-            let old_subject = old.and_then(|r| r.subject);
-            if old_subject != new.subject {
-                let mut subjects = txn.open_multimap_table(SUBJECTS).map_err(|e| self.err(e))?;
-                if let Some(s) = old_subject {
-                    subjects
-                        .remove(s.as_str(), id.0.as_slice())
-                        .map_err(|e| self.err(e))?;
+            let mut subjects = txn.open_multimap_table(SUBJECTS).map_err(|e| self.err(e))?;
+            for job in jobs {
+                let id = job.id;
+                let old = families
+                    .get(id.0.as_slice())
+                    .map_err(|e| self.err(e))?
+                    .map(|v| Self::decode(&id.0, v.value()));
+                let old = match old.transpose() {
+                    Ok(o) => o,
+                    // one undecodable record fails its own job only
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                };
+                if old.as_ref().map(|r| r.version) != job.expected {
+                    results.push(Ok(Cas::Conflict));
+                    continue;
                 }
-                if let Some(s) = &new.subject {
-                    subjects
-                        .insert(s.as_str(), id.0.as_slice())
-                        .map_err(|e| self.err(e))?;
+                let mut new = job.record;
+                new.version = job.expected.map_or(1, |v| v + 1);
+                families
+                    .insert(id.0.as_slice(), new.encode().as_slice())
+                    .map_err(|e| self.err(e))?;
+                let old_subject = old.and_then(|r| r.subject);
+                if old_subject != new.subject {
+                    if let Some(s) = old_subject {
+                        subjects
+                            .remove(s.as_str(), id.0.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    if let Some(s) = &new.subject {
+                        subjects
+                            .insert(s.as_str(), id.0.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
                 }
+                results.push(Ok(Cas::Written(new.version)));
             }
         }
+        // nothing is reported written before this returns: the fsync is the promise
         txn.commit().map_err(|e| self.err(e))?;
-        Ok(Cas::Written(version))
+        Ok(results)
     }
 
     /// [`Store::by_subject`], blocking.

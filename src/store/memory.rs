@@ -5,15 +5,30 @@
 //! session small (DESIGN §8: ≤ 512 B per session, measured by `benches/vault.rs`) and
 //! runs the codec in every test.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{Cas, Cleaned, FamilyId, FamilyRecord, Store, StoreError};
 
+/// Records looked at per lock hold during cleanup.
+const CLEANUP_BATCH: usize = 1024;
+
 #[derive(Default)]
 struct Inner {
     records: HashMap<FamilyId, Box<[u8]>>,
-    subjects: HashMap<Box<str>, BTreeSet<FamilyId>>,
+    /// A subject has few families (its logins); a vector is far smaller than a set.
+    subjects: HashMap<Box<str>, Vec<FamilyId>>,
+}
+
+impl Inner {
+    fn unindex(&mut self, subject: &str, id: &FamilyId) {
+        if let Some(ids) = self.subjects.get_mut(subject) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.subjects.remove(subject);
+            }
+        }
+    }
 }
 
 /// In-process family records.
@@ -75,20 +90,14 @@ impl Store for MemoryStore {
         new.version = expected.map_or(1, |v| v + 1);
         if let Some(old_subject) = old.as_ref().and_then(|r| r.subject.as_deref()) {
             if new.subject.as_deref() != Some(old_subject) {
-                if let Some(set) = inner.subjects.get_mut(old_subject) {
-                    set.remove(id);
-                    if set.is_empty() {
-                        inner.subjects.remove(old_subject);
-                    }
-                }
+                inner.unindex(old_subject, id);
             }
         }
         if let Some(subject) = new.subject.as_deref() {
-            inner
-                .subjects
-                .entry(subject.into())
-                .or_default()
-                .insert(*id);
+            let ids = inner.subjects.entry(subject.into()).or_default();
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
         }
         inner.records.insert(*id, new.encode().into_boxed_slice());
         Ok(Cas::Written(new.version))
@@ -107,36 +116,46 @@ impl Store for MemoryStore {
     }
 
     async fn cleanup(&self, now: u64) -> Result<Cleaned, StoreError> {
-        let mut inner = self.lock();
+        // ids first, then small batches under the lock, so requests wait behind at most
+        // one batch, never behind the whole map
+        let ids: Vec<FamilyId> = self.lock().records.keys().copied().collect();
         let mut cleaned = Cleaned::default();
-        let mut gone = Vec::new();
-        for (id, bytes) in &inner.records {
-            // an undecodable record is left alone: removing it would be silent loss
-            let Ok(r) = FamilyRecord::decode(bytes) else {
-                continue;
-            };
-            if r.removable(now) {
-                if r.revoked.is_some() {
-                    cleaned.tombstones += 1;
-                } else {
-                    cleaned.expired += 1;
-                }
-                gone.push((*id, r.subject));
-            } else if r.revoked.is_none() {
-                cleaned.live += 1;
-            }
-        }
-        for (id, subject) in gone {
-            inner.records.remove(&id);
-            if let Some(s) = subject {
-                if let Some(set) = inner.subjects.get_mut(s.as_str()) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        inner.subjects.remove(s.as_str());
-                    }
-                }
-            }
+        for batch in ids.chunks(CLEANUP_BATCH) {
+            self.cleanup_batch(batch, now, &mut cleaned);
+            tokio::task::yield_now().await;
         }
         Ok(cleaned)
+    }
+}
+
+impl MemoryStore {
+    fn cleanup_batch(&self, batch: &[FamilyId], now: u64, cleaned: &mut Cleaned) {
+        {
+            let mut inner = self.lock();
+            for id in batch {
+                // gone meanwhile, or undecodable (left alone: removing it would be
+                // silent loss)
+                let Some(r) = inner
+                    .records
+                    .get(id)
+                    .and_then(|b| FamilyRecord::decode(b).ok())
+                else {
+                    continue;
+                };
+                if r.removable(now) {
+                    if r.revoked.is_some() {
+                        cleaned.tombstones += 1;
+                    } else {
+                        cleaned.expired += 1;
+                    }
+                    inner.records.remove(id);
+                    if let Some(s) = &r.subject {
+                        inner.unindex(s, id);
+                    }
+                } else if r.revoked.is_none() && !r.expired(now) {
+                    cleaned.live += 1;
+                }
+            }
+        }
     }
 }

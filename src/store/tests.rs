@@ -352,3 +352,51 @@ fn family_ids_round_trip_through_hex() {
     assert_eq!(FamilyId::from_hex(&"g".repeat(32)), None);
     let _ = Arc::new(MemoryStore::new());
 }
+
+#[test]
+fn group_commits_keep_each_compare_and_swap_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb"), DEFAULT_HANDOVER).unwrap();
+    // 8 threads each chain 25 versions of their own family, committed in shared groups
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let store = &store;
+            s.spawn(move || {
+                let id = FamilyId([t; 16]);
+                let mut r = record(Some("g"), 1);
+                let mut version = None;
+                for _ in 0..25 {
+                    r.generation += 1;
+                    match store.compare_and_swap_blocking(&id, version, &r).unwrap() {
+                        Cas::Written(v) => version = Some(v),
+                        Cas::Conflict => panic!("own family"),
+                    }
+                }
+            });
+        }
+    });
+    for t in 0..8u8 {
+        let r = store.get_blocking(&FamilyId([t; 16])).unwrap().unwrap();
+        assert_eq!((r.version, r.generation), (25, 25));
+    }
+    // 8 threads race one version of one family: exactly one wins
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let (store, wins) = (&store, &wins);
+            s.spawn(move || {
+                let mut r = store.get_blocking(&FamilyId([0; 16])).unwrap().unwrap();
+                r.generation = 99;
+                if store
+                    .compare_and_swap_blocking(&FamilyId([0; 16]), Some(25), &r)
+                    .unwrap()
+                    == Cas::Written(26)
+                {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+    assert_eq!(store.by_subject_blocking("g").unwrap().len(), 8);
+}

@@ -33,7 +33,11 @@ fn record(now: u64) -> FamilyRecord {
         subject: Some("bench-user".into()),
         claims: br#"{"sub":"bench-user","plan":"pro"}"#.to_vec(),
         // about what two captured Auth.js-sized cookies seal to
-        credentials: Sealed { kid: 0, nonce: [0; 12], ciphertext: vec![7; 300] },
+        credentials: Sealed {
+            kid: 0,
+            nonce: [0; 12],
+            ciphertext: vec![7; 300],
+        },
     }
 }
 
@@ -42,7 +46,11 @@ async fn rotate(store: &dyn Store, id: &FamilyId) {
     let mut r = store.get(id).await.unwrap().unwrap();
     let expected = r.version;
     r.generation += 1;
-    match store.compare_and_swap(id, Some(expected), &r).await.unwrap() {
+    match store
+        .compare_and_swap(id, Some(expected), &r)
+        .await
+        .unwrap()
+    {
         Cas::Written(_) => {}
         Cas::Conflict => panic!("no other writer in this bench"),
     }
@@ -50,10 +58,21 @@ async fn rotate(store: &dyn Store, id: &FamilyId) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = match Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "yes", "--appendfsync", "everysec"])
         .arg("--dir")
         .arg(dir.path())
@@ -77,8 +96,14 @@ fn main() {
         password: None,
     });
     let store: Arc<dyn Store> = rotagate::store::open(&cfg).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let (families, rounds) = if full { (64u8, 200usize) } else { (4, 3) };
     rt.block_on(async {
         let ids: Vec<FamilyId> = (0..families).map(|i| FamilyId([i; 16])).collect();

@@ -205,11 +205,7 @@ fn store_status(shared: &Shared) -> Option<Result<(), crate::store::StoreError>>
         .vault
         .as_ref()
         .map(|v| v.engine.store().status())?;
-    shared
-        .metrics
-        .vault
-        .store_up
-        .set(i64::from(status.is_ok()));
+    shared.metrics.vault.store_up.set(i64::from(status.is_ok()));
     Some(status)
 }
 
@@ -242,7 +238,10 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             )
         }
         "/store" => match store_status(shared) {
-            None => json(StatusCode::OK, serde_json::json!({ "store": null, "up": true })),
+            None => json(
+                StatusCode::OK,
+                serde_json::json!({ "store": null, "up": true }),
+            ),
             Some(Ok(())) => json(StatusCode::OK, serde_json::json!({ "up": true })),
             Some(Err(e)) => json(
                 StatusCode::SERVICE_UNAVAILABLE,

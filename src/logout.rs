@@ -783,7 +783,14 @@ mod tests {
         let b = LoopBreaker::derived(b"one-configured-secret-0123456789abcdef");
         let other = LoopBreaker::derived(b"another-secret-0123456789abcdef-xyz");
         let (_, c1) = a.record(&[], 100, &cfg, false);
-        let v1 = c1.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        let v1 = c1
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
         let (_, c2) = b.record(&[(LOOP_COOKIE, v1.as_str())], 101, &cfg, false);
         assert!(c2.starts_with(&format!("{LOOP_COOKIE}=2.100.")), "{c2}");
         let (_, c3) = other.record(&[(LOOP_COOKIE, v1.as_str())], 101, &cfg, false);

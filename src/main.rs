@@ -126,13 +126,21 @@ fn main() -> ExitCode {
                     if let Some(v) = s.mode.vault() {
                         // settings only: the secrets are counted, never shown
                         let store = match &v.store {
-                            rotagate::config::StoreSpec::Memory => "memory (this process only)".to_string(),
-                            rotagate::config::StoreSpec::Embedded(p) => format!("embedded {}", p.display()),
+                            rotagate::config::StoreSpec::Memory => {
+                                "memory (this process only)".to_string()
+                            }
+                            rotagate::config::StoreSpec::Embedded(p) => {
+                                format!("embedded {}", p.display())
+                            }
                             // the URL never holds a password (validation refuses one)
                             rotagate::config::StoreSpec::Redis(r) => format!(
                                 "redis {}{}",
                                 r.url,
-                                if r.password.is_some() { " (password from its reference)" } else { "" }
+                                if r.password.is_some() {
+                                    " (password from its reference)"
+                                } else {
+                                    ""
+                                }
                             ),
                         };
                         println!(

@@ -261,8 +261,18 @@ async fn loop_breaker_still_stops_a_loop_of_dead_sessions() {
 async fn loop_breaker_counts_across_two_replicas_with_one_configuration() {
     // a load balancer spreads one browser over two replicas: each honours the count
     // the other signed (the key is derived from the configured session secret)
-    let a = start(upstream_ok().await, &format!("{JWT_SESSION}{LOOP_CFG}"), None).await;
-    let b = start(upstream_ok().await, &format!("{JWT_SESSION}{LOOP_CFG}"), None).await;
+    let a = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{LOOP_CFG}"),
+        None,
+    )
+    .await;
+    let b = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{LOOP_CFG}"),
+        None,
+    )
+    .await;
     let dead = format!(
         "session={}",
         token(json!({"sub": "u", "iat": T0 - 7200, "exp": T0 - 3600}))
@@ -283,12 +293,24 @@ async fn loop_breaker_counts_across_two_replicas_with_one_configuration() {
             .await
             .unwrap();
         loop_c = loop_cookie(&r);
-        let count = loop_c.as_deref().and_then(|c| c.strip_prefix("rg_login_loop=")).and_then(|v| v.split('.').next()).map(str::to_string);
-        assert_eq!(count.as_deref(), Some(round.to_string().as_str()), "round {round} continues the other replica's count");
+        let count = loop_c
+            .as_deref()
+            .and_then(|c| c.strip_prefix("rg_login_loop="))
+            .and_then(|v| v.split('.').next())
+            .map(str::to_string);
+        assert_eq!(
+            count.as_deref(),
+            Some(round.to_string().as_str()),
+            "round {round} continues the other replica's count"
+        );
         if round <= 3 {
             assert_eq!(r.status(), 303, "round {round}");
         } else {
-            assert_eq!(r.status(), 409, "round {round}: the loop is stopped on the other replica");
+            assert_eq!(
+                r.status(),
+                409,
+                "round {round}: the loop is stopped on the other replica"
+            );
         }
     }
     a.shutdown().await;

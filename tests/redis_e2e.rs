@@ -57,7 +57,14 @@ impl RedisServer {
         cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(&dir)
-            .args(["--save", "", "--protected-mode", "no", "--maxmemory-policy", "noeviction"]);
+            .args([
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ]);
         if persistent {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -288,7 +295,10 @@ async fn fifty_requests_split_over_two_replicas_get_one_successor() {
     let (a, b) = (replica(&redis.url()).await, replica(&redis.url()).await);
     // a login on one replica is a session on the other
     let h1 = login(&a, "ada").await;
-    assert_eq!(get_with(&b, "/app/me", &h1).await.text().await.unwrap(), "sid=sess-ada-0");
+    assert_eq!(
+        get_with(&b, "/app/me", &h1).await.text().await.unwrap(),
+        "sid=sess-ada-0"
+    );
     advance_both(&a, &b, PAST_ROTATION);
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -301,7 +311,11 @@ async fn fifty_requests_split_over_two_replicas_get_one_successor() {
                 .send()
                 .await
                 .unwrap();
-            (r.status().as_u16(), set_value(&r, "rg"), r.text().await.unwrap())
+            (
+                r.status().as_u16(),
+                set_value(&r, "rg"),
+                r.text().await.unwrap(),
+            )
         }));
     }
     let mut successors = std::collections::HashSet::new();
@@ -311,12 +325,18 @@ async fn fifty_requests_split_over_two_replicas_get_one_successor() {
         assert_eq!(seen, "sid=sess-ada-0", "every request had the session");
         successors.insert(next.expect("every answer carries the successor"));
     }
-    assert_eq!(successors.len(), 1, "one successor across both replicas: {successors:?}");
+    assert_eq!(
+        successors.len(),
+        1,
+        "one successor across both replicas: {successors:?}"
+    );
     let h2 = successors.into_iter().next().unwrap();
     assert_ne!(h2, h1);
     let rotations: f64 = [&a, &b]
         .iter()
-        .map(|h| async { metric(&h.metrics().await, "rotagate_vault_rotations_total").unwrap_or(0.0) })
+        .map(|h| async {
+            metric(&h.metrics().await, "rotagate_vault_rotations_total").unwrap_or(0.0)
+        })
         .collect::<futures_util::future::JoinAll<_>>()
         .await
         .into_iter()
@@ -324,7 +344,10 @@ async fn fifty_requests_split_over_two_replicas_get_one_successor() {
     assert_eq!(rotations, 1.0, "exactly one replica rotated");
     // the successor works on both
     for h in [&a, &b] {
-        assert_eq!(get_with(h, "/app/me", &h2).await.text().await.unwrap(), "sid=sess-ada-0");
+        assert_eq!(
+            get_with(h, "/app/me", &h2).await.text().await.unwrap(),
+            "sid=sess-ada-0"
+        );
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -358,7 +381,10 @@ async fn concurrent_local_requests_of_one_family_share_one_store_round_trip() {
     let (reads, writes) = (redis.calls("hmget").await, redis.calls("evalsha").await);
     eprintln!("50 concurrent requests of one family: {reads} HMGET, {writes} EVALSHA");
     assert_eq!(writes, 1, "one rotation, one compare-and-swap");
-    assert!(reads < 50, "{reads} reads for 50 requests: the single-flight folds them");
+    assert!(
+        reads < 50,
+        "{reads} reads for 50 requests: the single-flight folds them"
+    );
     a.shutdown().await;
 }
 
@@ -381,7 +407,11 @@ async fn a_revocation_through_one_replica_is_seen_by_the_other_at_once() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["revoked"], 1);
     let r = get_with(&b, "/app/me", &h1).await;
-    assert_eq!(r.status(), 303, "the other replica's next request is the logout");
+    assert_eq!(
+        r.status(),
+        303,
+        "the other replica's next request is the logout"
+    );
     assert!(deletes(&r, "rg"));
     // the subject index lists the tombstone on both replicas; bob is untouched
     let list = b
@@ -395,13 +425,20 @@ async fn a_revocation_through_one_replica_is_seen_by_the_other_at_once() {
         .await
         .unwrap();
     assert_eq!(list["families"][0]["revoked"], "admin", "{list}");
-    assert_eq!(get_with(&b, "/app/me", &keep).await.text().await.unwrap(), "sid=sess-bob-1");
+    assert_eq!(
+        get_with(&b, "/app/me", &keep).await.text().await.unwrap(),
+        "sid=sess-bob-1"
+    );
     // the family's key carries a TTL, so Redis drops it itself
     let keys = redis.cmd(&["KEYS", "rotagate:f:*"]).await;
-    let redis::Value::Array(keys) = keys else { panic!("{keys:?}") };
+    let redis::Value::Array(keys) = keys else {
+        panic!("{keys:?}")
+    };
     assert_eq!(keys.len(), 2);
     for k in keys {
-        let redis::Value::BulkString(k) = k else { panic!() };
+        let redis::Value::BulkString(k) = k else {
+            panic!()
+        };
         let ttl = redis.cmd(&["TTL", std::str::from_utf8(&k).unwrap()]).await;
         assert!(matches!(ttl, redis::Value::Int(t) if t > 0), "{ttl:?}");
     }
@@ -421,8 +458,16 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
     redis.kill();
     for h in [&a, &b] {
         let r = get_with(h, "/app/page", &h2).await;
-        assert_eq!(r.status(), 503, "a request needing the session waits for the store");
-        assert!(set_cookies(&r).is_empty(), "nothing cleared: {:?}", set_cookies(&r));
+        assert_eq!(
+            r.status(),
+            503,
+            "a request needing the session waits for the store"
+        );
+        assert!(
+            set_cookies(&r).is_empty(),
+            "nothing cleared: {:?}",
+            set_cookies(&r)
+        );
         // bypass routes are still served, and so is every request needing no session;
         // an unmatched path carries the session in vault mode (the app needs its cookies
         // on every path it serves), so with a handle it waits for the store too
@@ -439,14 +484,19 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
         })
         .await;
         assert_eq!(code, 503);
-        assert!(body["reason"].as_str().unwrap().contains("127.0.0.1"), "{body}");
+        assert!(
+            body["reason"].as_str().unwrap().contains("127.0.0.1"),
+            "{body}"
+        );
         assert_eq!(metric(&h.metrics().await, "rotagate_store_up"), Some(0.0));
     }
 
     redis.spawn(true);
     for h in [&a, &b] {
-        poll_async("store back up", || async { (store_status(h).await.0 == 200).then_some(()) })
-            .await;
+        poll_async("store back up", || async {
+            (store_status(h).await.0 == 200).then_some(())
+        })
+        .await;
         assert_eq!(metric(&h.metrics().await, "rotagate_store_up"), Some(1.0));
     }
     // the rotation written before the crash survived: the current handle works on both,
@@ -463,8 +513,14 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
     assert_eq!(get_with(&b, "/app/page", &h3).await.status(), 200);
     for h in [&a, &b] {
         let m = h.metrics().await;
-        assert_eq!(metric(&m, "rotagate_vault_revocations_total").unwrap_or(0.0), 0.0);
-        assert!(!m.contains("rotagate_vault_revocations_total{"), "no revocation: {m}");
+        assert_eq!(
+            metric(&m, "rotagate_vault_revocations_total").unwrap_or(0.0),
+            0.0
+        );
+        assert!(
+            !m.contains("rotagate_vault_revocations_total{"),
+            "no revocation: {m}"
+        );
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -475,7 +531,10 @@ async fn a_redis_restart_without_persistence_is_reported_and_its_sessions_are_an
     let mut redis = RedisServer::start();
     let a = replica(&redis.url()).await;
     let h1 = login(&a, "ada").await;
-    assert_eq!(get_with(&a, "/app/me", &h1).await.text().await.unwrap(), "sid=sess-ada-0");
+    assert_eq!(
+        get_with(&a, "/app/me", &h1).await.text().await.unwrap(),
+        "sid=sess-ada-0"
+    );
     redis.kill();
     redis.spawn(false);
     let (code, body) = poll_async("data loss reported", || async {
@@ -488,7 +547,15 @@ async fn a_redis_restart_without_persistence_is_reported_and_its_sessions_are_an
     .await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(metric(&a.metrics().await, "rotagate_store_up"), Some(0.0));
-    assert_eq!(a.client.get(a.admin_url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        a.client
+            .get(a.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // the lost session answers as anonymous: served, no app cookie, handle kept (no
     // revocation, no loop); a new login works
     let r = get_with(&a, "/app/me", &h1).await;
@@ -497,9 +564,15 @@ async fn a_redis_restart_without_persistence_is_reported_and_its_sessions_are_an
     assert_eq!(r.text().await.unwrap(), "");
     let again = login(&a, "ada").await;
     let seen = get_with(&a, "/app/me", &again).await.text().await.unwrap();
-    assert!(seen.starts_with("sid=sess-ada-") && seen != "sid=sess-ada-0", "{seen}");
+    assert!(
+        seen.starts_with("sid=sess-ada-") && seen != "sid=sess-ada-0",
+        "{seen}"
+    );
     let m = a.metrics().await;
-    assert!(!m.contains("rotagate_vault_revocations_total{"), "no revocation: {m}");
+    assert!(
+        !m.contains("rotagate_vault_revocations_total{"),
+        "no revocation: {m}"
+    );
     a.shutdown().await;
 }
 
@@ -508,13 +581,19 @@ fn a_password_inside_the_store_url_is_a_config_error_that_does_not_echo_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vault.key"), KEY).unwrap();
     std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
-    let text = config("127.0.0.1:9".parse().unwrap(), "redis://app:hunter2secret@127.0.0.1:6379/0");
+    let text = config(
+        "127.0.0.1:9".parse().unwrap(),
+        "redis://app:hunter2secret@127.0.0.1:6379/0",
+    );
     let path = dir.path().join("rotagate.toml");
     std::fs::write(&path, text).unwrap();
     let err = rotagate::config::load(&path).unwrap_err().to_string();
     assert!(err.contains("rotagate.toml"), "{err}");
     assert!(err.contains("store_password"), "{err}");
-    assert!(err.contains(":17:") || err.contains("line 17"), "names the line: {err}");
+    assert!(
+        err.contains(":17:") || err.contains("line 17"),
+        "names the line: {err}"
+    );
     assert!(!err.contains("hunter2secret"), "{err}");
 }
 
@@ -525,14 +604,23 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
     // a server that requires a password
     let port = redis.port;
     let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--requirepass", "s3cret-store-password"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     redis.child = Some(child);
-    poll("redis-server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    poll("redis-server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let start = |password: &'static str| {
         let url = redis.url();
         async move {
@@ -556,11 +644,19 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
             rotagate::server::start(cfg, opts).await
         }
     };
-    let err = start("wrong-password").await.err().expect("a refused password fails start");
+    let err = start("wrong-password")
+        .await
+        .err()
+        .expect("a refused password fails start");
     let msg = format!("{err:#}");
-    assert!(msg.contains("authentication") || msg.contains("WRONGPASS") || msg.contains("password"), "{msg}");
+    assert!(
+        msg.contains("authentication") || msg.contains("WRONGPASS") || msg.contains("password"),
+        "{msg}"
+    );
     assert!(!msg.contains("wrong-password"), "{msg}");
-    let ok = start("s3cret-store-password").await.expect("the right password starts");
+    let ok = start("s3cret-store-password")
+        .await
+        .expect("the right password starts");
     ok.shutdown().await;
 }
 
@@ -570,7 +666,14 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
     redis.kill();
     let port = redis.port;
     let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--cluster-enabled", "yes"])
         .arg("--cluster-config-file")
         .arg(redis.dir.path().join("nodes.conf"))
@@ -581,14 +684,19 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
         .spawn()
         .unwrap();
     redis.child = Some(child);
-    poll("redis-server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    poll("redis-server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
         url: redis.url(),
         username: None,
         password: None,
     });
     let err = rotagate::store::open(&cfg).unwrap_err().to_string();
-    assert!(err.contains("Redis Cluster") && err.contains(&redis.url()), "{err}");
+    assert!(
+        err.contains("Redis Cluster") && err.contains(&redis.url()),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -620,21 +728,52 @@ async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
         absolute_deadline: created + 43_200,
         subject: Some(subject.to_string()),
         claims: Vec::new(),
-        credentials: Sealed { kid: 0, nonce: [0; 12], ciphertext: vec![9; 40] },
+        credentials: Sealed {
+            kid: 0,
+            nonce: [0; 12],
+            ciphertext: vec![9; 40],
+        },
     };
     let (a, b) = (FamilyId([1; 16]), FamilyId([2; 16]));
     assert_eq!(store.get(&a).await.unwrap(), None);
-    assert_eq!(store.compare_and_swap(&a, None, &rec("u1", T0)).await.unwrap(), Cas::Written(1));
-    assert_eq!(store.compare_and_swap(&a, None, &rec("u1", T0)).await.unwrap(), Cas::Conflict);
+    assert_eq!(
+        store
+            .compare_and_swap(&a, None, &rec("u1", T0))
+            .await
+            .unwrap(),
+        Cas::Written(1)
+    );
+    assert_eq!(
+        store
+            .compare_and_swap(&a, None, &rec("u1", T0))
+            .await
+            .unwrap(),
+        Cas::Conflict
+    );
     let mut next = store.get(&a).await.unwrap().unwrap();
     assert_eq!(next.version, 1);
     next.generation = 1;
-    assert_eq!(store.compare_and_swap(&a, Some(0), &next).await.unwrap(), Cas::Conflict);
-    assert_eq!(store.compare_and_swap(&a, Some(1), &next).await.unwrap(), Cas::Written(2));
+    assert_eq!(
+        store.compare_and_swap(&a, Some(0), &next).await.unwrap(),
+        Cas::Conflict
+    );
+    assert_eq!(
+        store.compare_and_swap(&a, Some(1), &next).await.unwrap(),
+        Cas::Written(2)
+    );
     assert_eq!(store.get(&a).await.unwrap().unwrap().generation, 1);
     // subject index: newest first, follows a subject change
-    store.compare_and_swap(&b, None, &rec("u1", T0 + 5)).await.unwrap();
-    let ids: Vec<_> = store.by_subject("u1").await.unwrap().into_iter().map(|(id, _)| id).collect();
+    store
+        .compare_and_swap(&b, None, &rec("u1", T0 + 5))
+        .await
+        .unwrap();
+    let ids: Vec<_> = store
+        .by_subject("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(ids, vec![b, a]);
     let mut moved = store.get(&b).await.unwrap().unwrap();
     moved.subject = Some("u2".into());
@@ -643,7 +782,10 @@ async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
     assert_eq!(store.by_subject("u2").await.unwrap()[0].0, b);
     // a tombstone lives until the absolute deadline; a live family until its idle end
     let mut dead = store.get(&a).await.unwrap().unwrap();
-    dead.revoked = Some(Revocation { reason: RevokeReason::Admin, at: T0 });
+    dead.revoked = Some(Revocation {
+        reason: RevokeReason::Admin,
+        at: T0,
+    });
     store.compare_and_swap(&a, Some(2), &dead).await.unwrap();
     let ttl = |k: String| {
         let r = &redis;
@@ -664,5 +806,11 @@ async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
     // a NOSCRIPT (script cache flushed) is reloaded on the fly
     redis.cmd(&["SCRIPT", "FLUSH"]).await;
     let cur = store.get(&b).await.unwrap().unwrap();
-    assert_eq!(store.compare_and_swap(&b, Some(cur.version), &cur).await.unwrap(), Cas::Written(cur.version + 1));
+    assert_eq!(
+        store
+            .compare_and_swap(&b, Some(cur.version), &cur)
+            .await
+            .unwrap(),
+        Cas::Written(cur.version + 1)
+    );
 }

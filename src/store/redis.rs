@@ -125,7 +125,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +147,10 @@ fn unavailable(url: &str, e: &redis::RedisError) -> StoreError {
 fn describe(url: &str, e: &redis::RedisError) -> String {
     // the client's messages name the kind and the server's reply, never the password
     if e.is_timeout() {
-        format!("Redis {url} did not answer within {} ms", COMMAND_TIMEOUT.as_millis())
+        format!(
+            "Redis {url} did not answer within {} ms",
+            COMMAND_TIMEOUT.as_millis()
+        )
     } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
         format!("Redis {url} is unreachable ({e})")
     } else {
@@ -278,7 +283,11 @@ impl RedisStore {
 
     fn fail(&self, e: &redis::RedisError) -> StoreError {
         let err = unavailable(&self.url, e);
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
             self.health.set_down(err.to_string());
         }
         err
@@ -361,7 +370,11 @@ impl ProbeHandle {
             Err(e) => self.health.set_down(describe(&self.url, &e)),
             Ok(Some(v)) if v == known => self.health.set_up(),
             Ok(other) => {
-                let what = if other.is_none() { "is gone" } else { "changed" };
+                let what = if other.is_none() {
+                    "is gone"
+                } else {
+                    "changed"
+                };
                 let msg = format!(
                     "Redis {} lost its data (the marker key written at start {what}: a restart without persistence or a flush); sessions stored before then answer as anonymous",
                     self.url
@@ -462,16 +475,26 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let skey = format!("{}{subject}", subject_prefix());
         let members: Vec<String> = conn.smembers(&skey).await.map_err(|e| self.fail(&e))?;
-        let ids: Vec<FamilyId> = members.iter().filter_map(|m| FamilyId::from_hex(m)).collect();
+        let ids: Vec<FamilyId> = members
+            .iter()
+            .filter_map(|m| FamilyId::from_hex(m))
+            .collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HMGET").arg(family_key(id)).arg("v").arg("d").arg("s");
+            pipe.cmd("HMGET")
+                .arg(family_key(id))
+                .arg("v")
+                .arg("d")
+                .arg("s");
         }
         type Row = (Option<u64>, Option<Vec<u8>>, Option<String>);
-        let rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(|e| self.fail(&e))?;
+        let rows: Vec<Row> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(&e))?;
         let mut out = Vec::new();
         let mut stale = Vec::new();
         for (id, row) in ids.iter().zip(rows) {
@@ -509,8 +532,10 @@ impl Store for RedisStore {
                 for k in &keys {
                     pipe.hget(k, "x");
                 }
-                let xs: Vec<Option<u64>> =
-                    pipe.query_async(&mut conn).await.map_err(|e| self.fail(&e))?;
+                let xs: Vec<Option<u64>> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.fail(&e))?;
                 cleaned.live += xs.iter().filter(|x| x.is_some_and(|x| x > now)).count() as u64;
             }
             if next == 0 {

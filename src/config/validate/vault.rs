@@ -181,7 +181,10 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
     let redis = kind.is_some_and(|(_, k)| k.starts_with("redis://") || k.starts_with("rediss://"));
     if !redis {
         for v in [&s.store_username, &s.store_password].into_iter().flatten() {
-            cx.bad_at(v, "`store_username` / `store_password` apply to store = \"redis://…\" only");
+            cx.bad_at(
+                v,
+                "`store_username` / `store_password` apply to store = \"redis://…\" only",
+            );
         }
     }
     match kind {
@@ -247,17 +250,26 @@ fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) 
         url_user = Some(u.to_string());
     }
     if host.is_empty() {
-        cx.bad_at(v, format!("expected \"{scheme}://host:port/db\", found no host"));
+        cx.bad_at(
+            v,
+            format!("expected \"{scheme}://host:port/db\", found no host"),
+        );
         return StoreSpec::Memory;
     }
-    if let Some(db) = rest.split_once('/').map(|(_, d)| d.split(['?', '#']).next().unwrap_or("")) {
+    if let Some(db) = rest
+        .split_once('/')
+        .map(|(_, d)| d.split(['?', '#']).next().unwrap_or(""))
+    {
         if !db.is_empty() && db.parse::<u16>().is_err() {
             cx.bad_at(v, format!("expected a database number after the host (\"{scheme}://host:port/0\"), found {db:?}"));
             return StoreSpec::Memory;
         }
     }
     if url_user.is_some() && s.store_username.is_some() {
-        cx.bad_at(v, "the user is named twice: in the URL and in `store_username`; keep one");
+        cx.bad_at(
+            v,
+            "the user is named twice: in the URL and in `store_username`; keep one",
+        );
     }
     let username = s.store_username.as_ref().and_then(|r| cx.secret(r, true));
     let password = s.store_password.as_ref().and_then(|r| cx.secret(r, true));

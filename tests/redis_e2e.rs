@@ -644,10 +644,9 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
             rotagate::server::start(cfg, opts).await
         }
     };
-    let err = start("wrong-password")
-        .await
-        .err()
-        .expect("a refused password fails start");
+    let Err(err) = start("wrong-password").await else {
+        panic!("a refused password fails start");
+    };
     let msg = format!("{err:#}");
     assert!(
         msg.contains("authentication") || msg.contains("WRONGPASS") || msg.contains("password"),

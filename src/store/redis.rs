@@ -507,7 +507,7 @@ impl Store for RedisStore {
         if !stale.is_empty() {
             let _: Result<i64, _> = conn.srem(&skey, stale).await;
         }
-        out.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+        out.sort_by_key(|r| std::cmp::Reverse(r.1.created));
         Ok(out)
     }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing rotagate needs that a fresh Debian machine with
 # Rust, gcc, Python and Node lacks: cmake (pingora's zlib-ng/zstd build), nginx and wrk
-# (the load comparison), and the npm packages of the interop tests.
+# (the load comparison), redis-server (the Redis store's tests start their own), and
+# the npm packages of the interop tests.
 #   --build-only  just what building rotagate needs (the demo)
 #   --bench       also the peers of the full load comparison (benches/load/run.py):
 #                 HAProxy, Caddy and h2load (nghttp2-client), from Debian's packages;
@@ -19,6 +20,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 if ! $build_only; then
   { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -198,6 +198,17 @@ async fn sessions(req: Request<Incoming>, shared: &Shared) -> Response<Full<Byte
     }
 }
 
+/// The session store's state (vault mode), also written to `rotagate_store_up`.
+fn store_status(shared: &Shared) -> Option<Result<(), crate::store::StoreError>> {
+    let status = shared
+        .current()
+        .vault
+        .as_ref()
+        .map(|v| v.engine.store().status())?;
+    shared.metrics.vault.store_up.set(i64::from(status.is_ok()));
+    Some(status)
+}
+
 async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.uri().path() == "/sessions" || req.uri().path().starts_with("/sessions/") {
         return sessions(req, shared).await;
@@ -218,11 +229,25 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             ),
             _ => reply(StatusCode::OK, "text/plain", "ready\n".to_string()),
         },
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            store_status(shared);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                shared.metrics.render(),
+            )
+        }
+        "/store" => match store_status(shared) {
+            None => json(
+                StatusCode::OK,
+                serde_json::json!({ "store": null, "up": true }),
+            ),
+            Some(Ok(())) => json(StatusCode::OK, serde_json::json!({ "up": true })),
+            Some(Err(e)) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "up": false, "reason": e.to_string() }),
+            ),
+        },
         "/config" => {
             let after = req
                 .uri()

@@ -443,6 +443,32 @@ impl LoopBreaker {
         LoopBreaker { key }
     }
 
+    /// A breaker whose key is derived from a configured secret (HKDF-SHA256 with its
+    /// own purpose label, so the key says nothing about the secret and signs nothing
+    /// else): every replica with the same configuration honours the others' cookies.
+    pub fn derived(secret: &[u8]) -> LoopBreaker {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"rotagate loop breaker v1");
+        let prk = salt.extract(secret);
+        let mut key = [0u8; 32];
+        // expand/fill only fail for an output longer than 255 hash lengths
+        let ok = prk
+            .expand(&[b"rotagate-login-loop-breaker"], Len)
+            .and_then(|okm| okm.fill(&mut key))
+            .is_ok();
+        if !ok {
+            return LoopBreaker::new();
+        }
+        LoopBreaker {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        }
+    }
+
     fn mac(&self, count: u32, start: u64) -> String {
         B64.encode(ring::hmac::sign(
             &self.key,
@@ -748,6 +774,34 @@ mod tests {
         assert!(login_counts_toward_loop(Some(Outcome::Invalid(
             Invalid::BadSignature
         ))));
+    }
+
+    #[test]
+    fn derived_loop_breakers_honour_each_other_only_with_the_same_secret() {
+        let cfg = cfg();
+        let a = LoopBreaker::derived(b"one-configured-secret-0123456789abcdef");
+        let b = LoopBreaker::derived(b"one-configured-secret-0123456789abcdef");
+        let other = LoopBreaker::derived(b"another-secret-0123456789abcdef-xyz");
+        let (_, c1) = a.record(&[], 100, &cfg, false);
+        let v1 = c1
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
+        let (_, c2) = b.record(&[(LOOP_COOKIE, v1.as_str())], 101, &cfg, false);
+        assert!(c2.starts_with(&format!("{LOOP_COOKIE}=2.100.")), "{c2}");
+        let (_, c3) = other.record(&[(LOOP_COOKIE, v1.as_str())], 101, &cfg, false);
+        assert!(c3.starts_with(&format!("{LOOP_COOKIE}=1.101.")), "{c3}");
+        // the key is not the secret itself
+        let plain = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            b"one-configured-secret-0123456789abcdef",
+        );
+        let mac = B64.decode(v1.rsplit('.').next().unwrap()).unwrap();
+        assert!(ring::hmac::verify(&plain, b"1.100", &mac).is_err());
     }
 
     #[test]

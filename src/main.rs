@@ -133,6 +133,16 @@ fn main() -> ExitCode {
                             rotagate::config::StoreSpec::Embedded(p) => {
                                 format!("embedded {}", p.display())
                             }
+                            // the URL never holds a password (validation refuses one)
+                            rotagate::config::StoreSpec::Redis(r) => format!(
+                                "redis {}{}",
+                                r.url,
+                                if r.password.is_some() {
+                                    " (password from its reference)"
+                                } else {
+                                    ""
+                                }
+                            ),
                         };
                         println!(
                             "session: vault mode: handle cookie {:?}{}, capture {:?}, rotate_every {}s (±10 %), idle_timeout {}s, absolute_timeout {}s, slack {}s, store {store}, {} secret(s), adopt_existing {}",

@@ -81,6 +81,9 @@ pub struct VaultMetrics {
     pub store_errors: IntCounterVec,
     /// Live families (after the last cleanup pass, adjusted on logins and revocations).
     pub live_families: IntGauge,
+    /// 1 while the session store works (Redis reachable, its data intact), else 0;
+    /// set when `/metrics` or `/store` is read.
+    pub store_up: IntGauge,
     /// Handle `Set-Cookie`s withheld, by `why`: `stale` (the generation was no longer
     /// current when the response went out), `app_cookie_won`.
     pub handle_withheld: IntCounterVec,
@@ -142,6 +145,11 @@ impl VaultMetrics {
             ),
             live_families: IntGauge::new("rotagate_vault_live_families", "Live vault families")
                 .expect("static metric definition"),
+            store_up: IntGauge::new(
+                "rotagate_store_up",
+                "1 while the vault session store works (reachable, data intact), else 0",
+            )
+            .expect("static metric definition"),
             handle_withheld: v(
                 "rotagate_vault_handle_withheld_total",
                 "Vault handle Set-Cookies withheld, by why (stale, app_cookie_won)",
@@ -162,6 +170,7 @@ impl VaultMetrics {
             Box::new(self.store_latency.clone()),
             Box::new(self.store_errors.clone()),
             Box::new(self.live_families.clone()),
+            Box::new(self.store_up.clone()),
             Box::new(self.handle_withheld.clone()),
         ]
     }

@@ -41,6 +41,9 @@ pub struct Runtime {
     /// Per-route metric handles, same order as `config.routes`, then one for requests
     /// no route matched (route `-`).
     pub route_metrics: Vec<RouteMetrics>,
+    /// Counts redirects to login per browser; its key is derived from the configured
+    /// session secrets, so every replica honours the others' cookies.
+    pub loop_breaker: LoopBreaker,
 }
 
 impl Runtime {
@@ -160,6 +163,7 @@ impl Env {
                 path: path.clone(),
                 handover: crate::store::DEFAULT_HANDOVER,
             },
+            crate::config::StoreSpec::Redis(c) => StoreConfig::Redis(c.clone()),
         };
         let mut slot = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((have, store)) = slot.as_ref() {
@@ -169,7 +173,7 @@ impl Env {
         }
         // a different store: the old one closes when the last configuration using it ends
         *slot = None;
-        let store = crate::store::open(&want)?;
+        let store = crate::store::open_with_clock(&want, self.clock.clone())?;
         *slot = Some((want, store.clone()));
         Ok(store)
     }
@@ -315,6 +319,7 @@ impl Runtime {
         let route_metrics = (0..=config.routes.len())
             .map(|_| RouteMetrics::default())
             .collect();
+        let loop_breaker = loop_breaker(&config);
         Ok(Runtime {
             config,
             generation,
@@ -324,7 +329,26 @@ impl Runtime {
             logout_targets,
             actions,
             route_metrics,
+            loop_breaker,
         })
+    }
+}
+
+/// The loop breaker of a configuration: keyed from its first session secret in every
+/// mode (vault secret, Auth.js secret, HMAC key or private key), else (no session
+/// configured) a random key of this process.
+fn loop_breaker(config: &Config) -> LoopBreaker {
+    let secret = config.session.as_ref().and_then(|s| match &s.mode {
+        crate::config::SessionMode::Vault(v) => v.secrets.first(),
+        crate::config::SessionMode::Reissue(r) => r.secrets.first().or_else(|| {
+            r.keys
+                .iter()
+                .find_map(|k| k.secret.as_ref().or(k.private_key_pem.as_ref()))
+        }),
+    });
+    match secret {
+        Some(s) => LoopBreaker::derived(s.expose()),
+        None => LoopBreaker::new(),
     }
 }
 
@@ -347,8 +371,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The clock (a [`crate::clock::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
-    /// Counts redirects to login per browser (key per process).
-    pub loop_breaker: LoopBreaker,
     config_path: Option<PathBuf>,
     status: watch::Sender<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -377,7 +399,6 @@ impl Shared {
             env,
             metrics,
             clock,
-            loop_breaker: LoopBreaker::new(),
             config_path,
             status,
             reload_lock: tokio::sync::Mutex::new(()),

@@ -271,8 +271,20 @@ fn vault_mistakes_name_file_line_key_and_expectation() {
             "test.toml:5:9: `session.slack`: expected at most \"60s\"",
         ),
         (
-            "[session]\nmode = \"vault\"\nstore = \"redis://cache:6379/0\"\n",
-            "test.toml:5:9: `session.store`: store \"redis://…\" is not yet supported",
+            "[session]\nmode = \"vault\"\nstore = \"redis://app:pw@cache:6379/0\"\n",
+            "test.toml:5:9: `session.store`: a password inside the store URL is refused",
+        ),
+        (
+            "[session]\nmode = \"vault\"\nstore = \"redis://cache:6379/0\"\nstore_password = \"hunter2\"\n",
+            "test.toml:6:18: `session.store_password`: expected a secret reference \"env:NAME\" or \"file:PATH\"",
+        ),
+        (
+            "[session]\nmode = \"vault\"\nstore = \"rediss://cache:6379/x\"\n",
+            "test.toml:5:9: `session.store`: expected a database number",
+        ),
+        (
+            "[session]\nmode = \"vault\"\nstore = \"memory\"\nstore_username = \"env:U\"\n",
+            "test.toml:6:18: `session.store_username`: `store_username` / `store_password` apply to store = \"redis://…\" only",
         ),
         (
             "[session]\nmode = \"vault\"\nstore = \"sqlite\"\n",

@@ -257,6 +257,66 @@ async fn loop_breaker_still_stops_a_loop_of_dead_sessions() {
     h.shutdown().await;
 }
 
+#[tokio::test]
+async fn loop_breaker_counts_across_two_replicas_with_one_configuration() {
+    // a load balancer spreads one browser over two replicas: each honours the count
+    // the other signed (the key is derived from the configured session secret)
+    let a = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{LOOP_CFG}"),
+        None,
+    )
+    .await;
+    let b = start(
+        upstream_ok().await,
+        &format!("{JWT_SESSION}{LOOP_CFG}"),
+        None,
+    )
+    .await;
+    let dead = format!(
+        "session={}",
+        token(json!({"sub": "u", "iat": T0 - 7200, "exp": T0 - 3600}))
+    );
+    let mut loop_c: Option<String> = None;
+    for round in 1..=4 {
+        let h = if round % 2 == 1 { &a } else { &b };
+        let cookie = match &loop_c {
+            Some(l) => format!("{dead}; {l}"),
+            None => dead.clone(),
+        };
+        let r = h
+            .client
+            .get(h.url("/account/me"))
+            .header("sec-fetch-mode", "navigate")
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        loop_c = loop_cookie(&r);
+        let count = loop_c
+            .as_deref()
+            .and_then(|c| c.strip_prefix("rg_login_loop="))
+            .and_then(|v| v.split('.').next())
+            .map(str::to_string);
+        assert_eq!(
+            count.as_deref(),
+            Some(round.to_string().as_str()),
+            "round {round} continues the other replica's count"
+        );
+        if round <= 3 {
+            assert_eq!(r.status(), 303, "round {round}");
+        } else {
+            assert_eq!(
+                r.status(),
+                409,
+                "round {round}: the loop is stopped on the other replica"
+            );
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------
 // 9. Locales: a path without a locale prefix is matched with the default locale added.
 

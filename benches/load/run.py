@@ -13,7 +13,7 @@ Targets (TARGETS below: one spec each, add one by appending to the list):
   (benches/load/bare_pingora.rs: pingora's own Server and listener, no hooks), rotagate
   pass-through with 1 and 2 threads, verifying an HS256 session on every request,
   re-minting it on every request, pass-through with its default access logging, and
-  a vault session (memory store) on every request.
+  a vault session on every request (memory, embedded and Redis stores).
   Peers whose binary is missing are skipped with a note (scripts/setup.sh --bench
   installs HAProxy, Caddy and h2load from Debian's packages).
 
@@ -336,8 +336,25 @@ class Target:
         return self.header or (session_header if self.session else None)
 
 
-def start_vault(threads):
-    """rotagate in vault mode (memory store). The fixed upstream cannot log anyone in,
+EXTRA_PROCS = []  # helpers a target needs (its redis-server), stopped with the targets
+
+
+def start_redis(work):
+    """A redis-server of its own for the `vault-redis` target (AOF, fsync every second,
+    noeviction: the README's recommended setting). Returns its port."""
+    port = free_port()
+    d = os.path.join(work, "redis")
+    os.makedirs(d, exist_ok=True)
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", d,
+                             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL)
+    EXTRA_PROCS.append(proc)
+    wait_port(port, proc, "redis-server")
+    return port
+
+
+def start_vault(threads, store="memory"):
+    """rotagate in vault mode (`store`: memory, embedded or redis). The fixed upstream cannot log anyone in,
     so `vault_handle` makes the family by adoption: one request carrying the captured
     cookie `sid` gets the handle, and every wrk request then presents it (handle verify,
     store read, credential decrypt, inject; no rotation within `rotate_every`)."""
@@ -347,10 +364,15 @@ def start_vault(threads):
             f.write(os.urandom(32).hex().encode())
         path = os.path.join(env.work, f"{name}.toml")
         threads_line = f"threads = {threads}\n" if threads else ""
+        store_keys = f'store = "{store}"\n'
+        if store == "embedded":
+            store_keys += f'store_path = "{env.work}/{name}.redb"\n'
+        elif store == "redis":
+            store_keys = f'store = "redis://127.0.0.1:{start_redis(env.work)}/0"\n'
         with open(path, "w") as f:
             f.write(f'[listen]\naddress = "127.0.0.1:{port}"\n{threads_line}[upstream]\nurl = "http://127.0.0.1:{env.up_port}"\n'
                     + '[log]\naccess = false\n'
-                    + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\nstore = "memory"\n'
+                    + '[session]\nmode = "vault"\nrotate_every = "1h"\nidle_timeout = "1h"\n' + store_keys
                     + f'[session.vault]\ncapture = ["sid"]\nsecrets = ["file:{env.work}/vault.key"]\n'
                     + '[[route]]\nname = "app"\nmatch = "/:path*"\n')
         penv = dict(os.environ)
@@ -382,6 +404,8 @@ TARGETS = [
     Target("remint-1", "rotagate HS256 re-mint every request, 1 thread", start_rotagate(1, "remint"), session="remint", smoke=True),
     Target("log-1", "rotagate pass-through + default access log, 1 thread", start_rotagate(1, access_log=True)),
     Target("vault-1", "rotagate vault session (memory store), 1 thread", start_vault(1), smoke=True, prepare=vault_handle),
+    Target("vault-embedded-1", "rotagate vault session (embedded store), 1 thread", start_vault(1, "embedded"), prepare=vault_handle),
+    Target("vault-redis-1", "rotagate vault session (Redis store), 1 thread", start_vault(1, "redis"), needs="redis-server", prepare=vault_handle),
 ]
 
 # with --baseline BIN: the same rotagate modes run by another binary (an A/B in one run)
@@ -626,7 +650,7 @@ def main():
         if bad:
             sys.exit(f"non-2xx answers or socket errors from: {', '.join(bad)}")
     finally:
-        stop(procs)
+        stop(procs + EXTRA_PROCS)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -704,6 +728,9 @@ def report(args, targets, med, latency, notes):
     goal("moonshot: verify CPU/req vs nginx", c("verify-1"), c("nginx-1"), 1.25)
     if c("vault-1") and c("verify-1"):
         goals.append(f"vault CPU/req vs reissue verify: {c('vault-1') / c('verify-1'):.2f}x (reported)")
+    if c("vault-redis-1") and c("vault-embedded-1"):
+        goals.append(f"vault-redis vs vault-embedded: CPU/req {c('vault-redis-1') / c('vault-embedded-1'):.2f}x, "
+                     f"req/s {rps('vault-redis-1') / rps('vault-embedded-1'):.2f}x (reported; rotagate's process only)")
     if goals:
         print("\nDESIGN §8 targets (this run)")
         for g in goals:

@@ -160,6 +160,10 @@ pub struct SessionFile {
     pub store: Option<S>,
     /// `store_path` (vault mode, embedded store).
     pub store_path: Option<S>,
+    /// `store_username` (Redis store): an `env:`/`file:` reference.
+    pub store_username: Option<S>,
+    /// `store_password` (Redis store): an `env:`/`file:` reference.
+    pub store_password: Option<S>,
     /// `[session.reissue]`.
     pub reissue: Option<ReissueFile>,
     /// `[session.vault]`.

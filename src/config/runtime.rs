@@ -407,6 +407,8 @@ pub enum StoreSpec {
     Memory,
     /// `store = "embedded"` (default): one redb file at this absolute path.
     Embedded(PathBuf),
+    /// `store = "redis://…"` / `"rediss://…"` with `store_username` / `store_password`.
+    Redis(crate::store::redis::RedisConfig),
 }
 
 /// `[session.reissue]`: the app's own token, re-minted.

@@ -678,6 +678,8 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         ("slack", &s.slack),
         ("store", &s.store),
         ("store_path", &s.store_path),
+        ("store_username", &s.store_username),
+        ("store_password", &s.store_password),
     ] {
         if let Some(v) = v {
             cx.bad_at(

@@ -35,7 +35,7 @@ impl Proxy {
             .public_origin
             .as_ref()
             .is_some_and(|o| o.scheme == "https");
-        let (broken, cookie) = self.shared.loop_breaker.record(
+        let (broken, cookie) = self.shared.current().loop_breaker.record(
             pairs,
             self.shared.clock.now_unix(),
             &cfg.logout,

@@ -13,6 +13,7 @@
 pub mod embedded;
 pub mod memory;
 pub mod record;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum StoreConfig {
         /// before giving up (see [`embedded::EmbeddedStore::open`]).
         handover: Duration,
     },
+    /// `store = "redis://…"`: shared by every replica (see [`redis::RedisStore`]).
+    Redis(self::redis::RedisConfig),
 }
 
 /// Default for [`StoreConfig::Embedded::handover`]: a restart's old process has this
@@ -73,6 +76,15 @@ pub enum StoreError {
     /// failed; requests get 503 meanwhile.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The configured store cannot be used at all (a Redis Cluster, refused
+    /// credentials, a URL the client does not understand): start-up fails.
+    #[error("session store {url}: {detail}")]
+    Unsupported {
+        /// The store's URL (never holds a password).
+        url: String,
+        /// What is wrong, and what is expected instead.
+        detail: String,
+    },
     /// A stored record could not be decoded.
     #[error("session store record for family {family} cannot be decoded: {detail}")]
     Codec {
@@ -109,6 +121,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `Ok(())` when the store can serve requests now (`/readyz`). Never blocks.
     fn ready(&self) -> Result<(), StoreError>;
 
+    /// `Ok(())` when the store works now, else why not: `GET /store` and the
+    /// `rotagate_store_up` gauge. Unlike [`Store::ready`] a networked store reports its
+    /// outages here without taking the replica out of the load balancer. Never blocks.
+    fn status(&self) -> Result<(), StoreError> {
+        self.ready()
+    }
+
     /// The record of `id` (its `version` is the stored one).
     async fn get(&self, id: &FamilyId) -> Result<Option<FamilyRecord>, StoreError>;
 
@@ -134,7 +153,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// Opens the configured store. Blocking (the embedded store may wait for a previous
 /// process to close the file): call it at start-up, not on the runtime's threads.
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_clock(config, Arc::new(crate::clock::SystemClock))
+}
+
+/// [`open`] with the clock a store with its own expiry (Redis TTLs) measures against.
+pub fn open_with_clock(
+    config: &StoreConfig,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<Arc<dyn Store>, StoreError> {
     match config {
+        StoreConfig::Redis(c) => Ok(Arc::new(self::redis::RedisStore::open(c, clock)?)),
         StoreConfig::Memory => Ok(Arc::new(memory::MemoryStore::new())),
         StoreConfig::Embedded { path, handover } => {
             Ok(Arc::new(embedded::EmbeddedStore::open(path, *handover)?))

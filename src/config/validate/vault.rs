@@ -178,6 +178,15 @@ pub(super) fn session(
 /// `store` and `store_path`.
 fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
     let kind = s.store.as_ref().map(|v| (v, v.get_ref().as_str()));
+    let redis = kind.is_some_and(|(_, k)| k.starts_with("redis://") || k.starts_with("rediss://"));
+    if !redis {
+        for v in [&s.store_username, &s.store_password].into_iter().flatten() {
+            cx.bad_at(
+                v,
+                "`store_username` / `store_password` apply to store = \"redis://…\" only",
+            );
+        }
+    }
     match kind {
         None | Some((_, "embedded")) => {}
         Some((v, "memory")) => {
@@ -188,11 +197,10 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
             return StoreSpec::Memory;
         }
         Some((v, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            cx.bad_at(
-                v,
-                "store \"redis://…\" is not yet supported in this build; expected \"embedded\" or \"memory\"",
-            );
-            return StoreSpec::Memory;
+            if let Some(p) = &s.store_path {
+                cx.bad_at(p, "`store_path` applies to store = \"embedded\" only");
+            }
+            return redis_store(cx, s, v, url);
         }
         Some((v, other)) => {
             cx.bad_at(
@@ -217,6 +225,59 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
         path
     };
     StoreSpec::Embedded(path)
+}
+
+/// `store = "redis://host:port/db"`: the URL may name a user but never a password (it
+/// would end up in logs and process listings); credentials come from
+/// `store_username` / `store_password` references.
+fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) -> StoreSpec {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", ""));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let mut url_user = None;
+    if let Some(u) = userinfo {
+        if u.contains(':') {
+            // never echo the URL: it holds a password
+            cx.bad_at(
+                v,
+                "a password inside the store URL is refused (it would show in logs and process listings): write \"redis://host:port/db\" and set `session.store_password = \"env:NAME\"` (or \"file:PATH\")",
+            );
+            return StoreSpec::Memory;
+        }
+        url_user = Some(u.to_string());
+    }
+    if host.is_empty() {
+        cx.bad_at(
+            v,
+            format!("expected \"{scheme}://host:port/db\", found no host"),
+        );
+        return StoreSpec::Memory;
+    }
+    if let Some(db) = rest
+        .split_once('/')
+        .map(|(_, d)| d.split(['?', '#']).next().unwrap_or(""))
+    {
+        if !db.is_empty() && db.parse::<u16>().is_err() {
+            cx.bad_at(v, format!("expected a database number after the host (\"{scheme}://host:port/0\"), found {db:?}"));
+            return StoreSpec::Memory;
+        }
+    }
+    if url_user.is_some() && s.store_username.is_some() {
+        cx.bad_at(
+            v,
+            "the user is named twice: in the URL and in `store_username`; keep one",
+        );
+    }
+    let username = s.store_username.as_ref().and_then(|r| cx.secret(r, true));
+    let password = s.store_password.as_ref().and_then(|r| cx.secret(r, true));
+    StoreSpec::Redis(crate::store::redis::RedisConfig {
+        url: url.to_string(),
+        username,
+        password,
+    })
 }
 
 fn is_cookie_name(name: &str) -> bool {

@@ -136,6 +136,11 @@ async fn app() -> (Upstream, App) {
                     )
                     .body(full("logged in"))
                     .unwrap(),
+                // an app whose session id says nothing rotagate can read (no claims)
+                "/login-opaque" => resp(200)
+                    .header("set-cookie", format!("sid=opaque-{n}; Path=/; HttpOnly"))
+                    .body(full("logged in"))
+                    .unwrap(),
                 "/refresh" => resp(200)
                     .header(
                         "set-cookie",
@@ -941,5 +946,118 @@ async fn hardening_rules_hold_on_the_vault_path() {
         metric(&m, "rotagate_session_events_total{event=\"cookie_limit\"}"),
         1.0
     );
+    h.shutdown().await;
+}
+
+/// An unsigned JWT naming whoever the client likes.
+fn forged_jwt(claims: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        b.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b.encode(claims)
+    )
+}
+
+#[tokio::test]
+async fn an_adopted_cookie_is_believed_for_nothing() {
+    // red team F1: a pre-vault cookie comes from the client, so its payload names no one
+    let (h, _app) = start().await;
+    let forged = forged_jwt(r#"{"sub":"admin","plan":"pro"}"#);
+    let r = h
+        .client
+        .get(h.url("/paid/report"))
+        .header("cookie", format!("sid={forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200, "a forged claim opened a paid route");
+    // adopted on an open page, the family still carries no claims onto the paid one
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header("cookie", format!("sid={forged}"))
+        .send()
+        .await
+        .unwrap();
+    let handle = set_value(&r, "rg").expect("adopted");
+    assert_ne!(get_with(&h, "/paid/report", &handle).await.status(), 200);
+    // the control: claims the app itself sent do open it
+    let ada = login(&h, "ada").await;
+    assert_eq!(get_with(&h, "/paid/report", &ada).await.status(), 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_opaque_login_on_a_planted_handle_starts_a_new_family() {
+    // red team F2: the attacker plants their own handle, the victim logs in on it
+    let (h, _app) = start().await;
+    let r = h.get("/login-opaque").await;
+    let planted = set_value(&r, "rg").expect("the attacker's own login");
+    let r = get_with(&h, "/login-opaque", &planted).await;
+    let victims = set_value(&r, "rg").expect("the victim's login gets a handle of its own");
+    assert_ne!(victims, planted);
+    let seen_by_attacker = get_with(&h, "/whoami", &planted)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let seen_by_victim = get_with(&h, "/whoami", &victims)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen_by_attacker, "sid=opaque-0",
+        "the attacker's handle got the victim's session"
+    );
+    assert_eq!(seen_by_victim, "sid=opaque-1");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_junk_copy_of_the_handle_does_not_delete_the_live_one() {
+    // red team F4: a Max-Age=0 names a cookie, not a value
+    let (h, _app) = start().await;
+    let ada = login(&h, "ada").await;
+    let r = h
+        .client
+        .get(h.url("/whoami"))
+        .header("cookie", format!("rg=junk; rg={ada}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!deletes(&r, "rg"), "{:?}", set_cookies(&r));
+    assert!(r.text().await.unwrap().starts_with("sid=sess-ada-"));
+    // alone, the junk handle is deleted as before
+    let r = get_with(&h, "/whoami", "junk").await;
+    assert!(deletes(&r, "rg"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_app_rotation_answered_to_a_predecessor_revokes_nobody() {
+    // red team F9: parallel requests on the old handle, one of them asks to rotate
+    let (h, _app) = start().await;
+    let h0 = login(&h, "ada").await;
+    h.clock.advance(PAST_ROTATION);
+    let h1 = set_value(&get_with(&h, "/page", &h0).await, "rg").expect("rotated");
+    assert_eq!(get_with(&h, "/page", &h1).await.status(), 200); // successor seen
+    let r = get_with(&h, "/rotate", &h0).await; // a sibling still on h0, within slack
+    assert_eq!(r.status(), 200);
+    assert_eq!(set_value(&r, "rg").as_deref(), Some(h1.as_str()));
+    let r = get_with(&h, "/page", &h0).await; // another sibling
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "rotagate_vault_revocations_total{reason=\"reuse\"}"),
+        0.0
+    );
+    // the current handle still rotates on the app's word
+    let r = get_with(&h, "/rotate", &h1).await;
+    assert_ne!(set_value(&r, "rg").expect("rotated on the app's word"), h1);
     h.shutdown().await;
 }

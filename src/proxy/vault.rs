@@ -149,7 +149,10 @@ impl Proxy {
                     break;
                 }
                 Ok(Lookup::Anonymous(why)) => {
-                    if why.delete_cookie() {
+                    // a dead handle is deleted in the browser only when it is the one
+                    // handle the request carries: a Max-Age=0 names a cookie, not a
+                    // value, so beside a tossed-in junk copy it would delete the live one
+                    if why.delete_cookie() && rc.handles.len() == 1 {
                         vc.delete_handle = true;
                     }
                     if outcome == Outcome::None {
@@ -178,10 +181,13 @@ impl Proxy {
                 .take(capture::MAX_CAPTURED)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            let claims = capture::claims_from_jar(&jar, &vrt.names).unwrap_or_default();
+            // the cookie came from the client, not from the app: nothing in it is
+            // believed (an unsigned JWT would name any user). The family gets its
+            // claims and subject when the app next sends `x-rotagate-claims` or sets
+            // the cookie itself.
             let login = NewLogin {
-                subject: capture::subject(Some(&claims)),
-                claims: claims.clone(),
+                subject: None,
+                claims: Default::default(),
                 cookies: cookies_of(jar),
                 limit: None,
             };
@@ -353,27 +359,68 @@ impl Proxy {
                 }
                 Some(s) => {
                     if !cap.is_empty() || control.claims.is_some() {
-                        let jar = capture::apply(&jar_of(&s.cookies), &cap);
-                        let jar_claims = capture::claims_from_jar(&jar, &vrt.names);
+                        let stored = jar_of(&s.cookies);
+                        let jar = capture::apply(&stored, &cap);
+                        // claims only from what the app set on this response: the stored
+                        // jar may hold a cookie a client presented (adoption)
+                        let set_by_app = capture::apply(&[], &cap);
+                        let jar_claims = capture::claims_from_jar(&set_by_app, &vrt.names);
                         let claims = control.claims.clone().or(jar_claims);
-                        let update = CredentialUpdate {
-                            subject: capture::subject(claims.as_ref()),
-                            claims,
-                            limit: capture::family_limit(&cap),
-                            cookies: cookies_of(jar),
-                        };
-                        match engine.update(s, update).await? {
-                            Updated::Same => {}
-                            Updated::NewFamily(issued) => {
-                                family = Some(issued.family);
-                                pending = Some(issued.handle);
-                                fresh = true;
+                        let subject = capture::subject(claims.as_ref());
+                        // an opaque session id (no subject known, before or now) the app replaced:
+                        // a login on a request that carried someone's handle. It starts a
+                        // new family (no fixation onto a planted handle); the old family
+                        // is left as it was.
+                        let replaced = subject.is_none()
+                            && s.subject.is_none()
+                            && cap.set.iter().any(|c| {
+                                !stored.iter().any(|(k, v)| *k == c.name && *v == c.value)
+                            });
+                        if replaced {
+                            let issued = engine
+                                .login(NewLogin {
+                                    subject: None,
+                                    claims: claims.unwrap_or_default(),
+                                    limit: capture::family_limit(&cap),
+                                    cookies: cookies_of(set_by_app),
+                                })
+                                .await?;
+                            self.shared
+                                .metrics
+                                .vault
+                                .logins
+                                .with_label_values(&["login"])
+                                .inc();
+                            family = Some(issued.family);
+                            pending = Some(issued.handle);
+                            (fresh, delete) = (true, false);
+                        } else {
+                            let update = CredentialUpdate {
+                                subject,
+                                claims,
+                                limit: capture::family_limit(&cap),
+                                cookies: cookies_of(jar),
+                            };
+                            match engine.update(s, update).await? {
+                                Updated::Same => {}
+                                Updated::NewFamily(issued) => {
+                                    family = Some(issued.family);
+                                    pending = Some(issued.handle);
+                                    fresh = true;
+                                }
+                                Updated::Revoked => (pending, delete) = (None, true),
+                                Updated::Gone => pending = None,
                             }
-                            Updated::Revoked => (pending, delete) = (None, true),
-                            Updated::Gone => pending = None,
                         }
                     }
-                    if control.rotate && !delete && !fresh {
+                    // only a request that came with the current handle rotates on the
+                    // app's word: one accepted as the predecessor would turn the
+                    // siblings still in flight with that predecessor into reuse
+                    if control.rotate
+                        && !delete
+                        && !fresh
+                        && matches!(s.accepted, vault::Accepted::Current)
+                    {
                         if let Some(h) = engine.rotate_now(s).await? {
                             pending = Some(h);
                         }

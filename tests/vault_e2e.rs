@@ -166,6 +166,7 @@ async fn app() -> (Upstream, App) {
                     .unwrap(),
                 "/rotate" => resp(200)
                     .header("x-rotagate-rotate", "1")
+                    .header("x-rotagate-debug", "internal")
                     .body(full(cookie))
                     .unwrap(),
                 "/api" if !cookie.contains("sid=") => resp(401).body(full("no session")).unwrap(),
@@ -644,6 +645,10 @@ async fn app_updates_logout_and_subject_changes() {
     let next = set_value(&r, "rg").expect("rotated on the app's word");
     assert_ne!(next, dave);
     assert!(r.headers().get("x-rotagate-rotate").is_none());
+    assert!(
+        r.headers().get("x-rotagate-debug").is_none(),
+        "rotagate's header namespace never reaches the browser"
+    );
     let m = h.metrics().await;
     assert_eq!(
         metric(

@@ -288,12 +288,16 @@ impl Proxy {
                     .map(|v| v.as_bytes()),
             ),
         };
-        for h in [
-            capture::CLAIMS_HEADER,
-            capture::ROTATE_HEADER,
-            capture::LOGOUT_HEADER,
-        ] {
-            resp.remove_header(h);
+        // the three control headers, and any other name of rotagate's namespace: the
+        // app talks to rotagate there, never to the browser
+        let ours: Vec<http::HeaderName> = resp
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-rotagate-"))
+            .cloned()
+            .collect();
+        for h in ours {
+            resp.remove_header(&h);
         }
         let lines: Vec<String> = resp
             .headers

@@ -264,7 +264,7 @@ impl EmbeddedStore {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(StoreError::Unavailable(format!(
-                            "{} is still held by the previous process",
+                            "{} is not open yet (held by the previous process, or reopening after an I/O error)",
                             self.shared.path.display()
                         )));
                     }
@@ -284,7 +284,36 @@ impl EmbeddedStore {
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        if matches!(e, redb::Error::PreviousIo) {
+            self.reopen();
+        }
         map_err(&self.shared.path, e)
+    }
+
+    /// After an I/O error (a full or failing disk) redb refuses every later transaction
+    /// until the database is closed and opened again. So the store drops its handle, is
+    /// not ready meanwhile (`/readyz`), and a thread reopens the file until it works: a
+    /// repaired disk brings vault mode back without a restart.
+    fn reopen(&self) {
+        let mut state = self.lock();
+        if !matches!(*state, State::Ready(_)) {
+            return; // already reopening
+        }
+        *state = State::Opening;
+        drop(state);
+        tracing::error!(path = %self.shared.path.display(), "session store I/O error: reopening the file");
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rotagate-store-reopen".into())
+            .spawn(move || reopen_until_open(shared));
+        if let Err(e) = spawned {
+            *self.lock() = State::Failed(StoreError::Io {
+                path: self.shared.path.clone(),
+                detail: e.to_string(),
+            });
+            self.shared.changed.notify_all();
+        }
     }
 
     fn decode(id: &[u8], bytes: &[u8]) -> Result<FamilyRecord, StoreError> {
@@ -523,6 +552,28 @@ impl EmbeddedStore {
     }
 }
 
+/// Reopens the file after an I/O error, with backoff (at most 5 s apart), until it
+/// opens: requests still holding the old handle finish first (the file is "held" until
+/// then), and a disk that is still failing is tried again rather than given up on.
+fn reopen_until_open(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        std::thread::sleep(backoff);
+        match try_open(&shared.path) {
+            Ok(Attempt::Open(db)) => {
+                tracing::info!(path = %shared.path.display(), "session store reopened");
+                *shared.state.lock().unwrap_or_else(|p| p.into_inner()) =
+                    State::Ready(Arc::new(db));
+                shared.changed.notify_all();
+                return;
+            }
+            Ok(Attempt::Held) => {}
+            Err(e) => tracing::warn!(error = %e, "session store still failing; retrying"),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Retries opening a file another process holds, with backoff, until `handover` passes.
 fn retry_open(shared: Arc<Shared>, handover: Duration) {
     let start = Instant::now();
@@ -558,7 +609,7 @@ impl Store for EmbeddedStore {
         match &*self.lock() {
             State::Ready(_) => Ok(()),
             State::Opening => Err(StoreError::Unavailable(format!(
-                "{} is still held by the previous process",
+                "{} is not open yet (held by the previous process, or reopening after an I/O error)",
                 self.shared.path.display()
             ))),
             State::Failed(e) => Err(e.clone()),

@@ -242,20 +242,6 @@ async fn replica(url: &str) -> Harness {
     Harness::start_text(dir, up, &text).await
 }
 
-fn set_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    set_cookies(resp).iter().find_map(|l| {
-        let (k, rest) = l.split_once('=')?;
-        let v = rest.split(';').next()?;
-        (k == name && !v.is_empty()).then(|| v.to_string())
-    })
-}
-
-fn deletes(resp: &reqwest::Response, name: &str) -> bool {
-    set_cookies(resp)
-        .iter()
-        .any(|l| l.starts_with(&format!("{name}=;")))
-}
-
 async fn get_with(h: &Harness, path: &str, handle: &str) -> reqwest::Response {
     h.client
         .get(h.url(path))
@@ -275,13 +261,6 @@ async fn login(h: &Harness, user: &str) -> String {
 async fn store_status(h: &Harness) -> (u16, serde_json::Value) {
     let r = h.client.get(h.admin_url("/store")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
-}
-
-fn metric(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn advance_both(a: &Harness, b: &Harness, secs: u64) {
@@ -335,7 +314,7 @@ async fn fifty_requests_split_over_two_replicas_get_one_successor() {
     let rotations: f64 = [&a, &b]
         .iter()
         .map(|h| async {
-            metric(&h.metrics().await, "rotagate_vault_rotations_total").unwrap_or(0.0)
+            metric_value(&h.metrics().await, "rotagate_vault_rotations_total").unwrap_or(0.0)
         })
         .collect::<futures_util::future::JoinAll<_>>()
         .await
@@ -488,7 +467,10 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
             body["reason"].as_str().unwrap().contains("127.0.0.1"),
             "{body}"
         );
-        assert_eq!(metric(&h.metrics().await, "rotagate_store_up"), Some(0.0));
+        assert_eq!(
+            metric_value(&h.metrics().await, "rotagate_store_up"),
+            Some(0.0)
+        );
     }
 
     redis.spawn(true);
@@ -497,7 +479,10 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
             (store_status(h).await.0 == 200).then_some(())
         })
         .await;
-        assert_eq!(metric(&h.metrics().await, "rotagate_store_up"), Some(1.0));
+        assert_eq!(
+            metric_value(&h.metrics().await, "rotagate_store_up"),
+            Some(1.0)
+        );
     }
     // the rotation written before the crash survived: the current handle works on both,
     // nobody was revoked, and the next rotation goes on from there
@@ -514,7 +499,7 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
     for h in [&a, &b] {
         let m = h.metrics().await;
         assert_eq!(
-            metric(&m, "rotagate_vault_revocations_total").unwrap_or(0.0),
+            metric_value(&m, "rotagate_vault_revocations_total").unwrap_or(0.0),
             0.0
         );
         assert!(
@@ -546,7 +531,10 @@ async fn a_redis_restart_without_persistence_is_reported_and_its_sessions_are_an
     })
     .await;
     assert_eq!(code, 503, "{body}");
-    assert_eq!(metric(&a.metrics().await, "rotagate_store_up"), Some(0.0));
+    assert_eq!(
+        metric_value(&a.metrics().await, "rotagate_store_up"),
+        Some(0.0)
+    );
     assert_eq!(
         a.client
             .get(a.admin_url("/readyz"))

@@ -207,21 +207,6 @@ async fn start() -> (Harness, App) {
     start_with(&[KEY]).await
 }
 
-/// The value of cookie `name` among a response's `Set-Cookie` lines, if set (not deleted).
-fn set_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    set_cookies(resp).iter().find_map(|l| {
-        let (k, rest) = l.split_once('=')?;
-        let v = rest.split(';').next()?;
-        (k == name && !v.is_empty()).then(|| v.to_string())
-    })
-}
-
-fn deletes(resp: &reqwest::Response, name: &str) -> bool {
-    set_cookies(resp)
-        .iter()
-        .any(|l| l.starts_with(&format!("{name}=;")) && l.contains("Max-Age=0"))
-}
-
 async fn get_with(h: &Harness, path: &str, handle: &str) -> reqwest::Response {
     h.client
         .get(h.url(path))
@@ -239,11 +224,7 @@ async fn login(h: &Harness, user: &str) -> String {
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(text, line_start).unwrap_or(0.0)
 }
 
 #[tokio::test]

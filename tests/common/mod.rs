@@ -409,3 +409,27 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
         .map(|v| v.to_str().unwrap().to_string())
         .collect()
 }
+
+/// The value of cookie `name` among a response's `Set-Cookie` lines, if set (not deleted).
+pub fn set_value(resp: &reqwest::Response, name: &str) -> Option<String> {
+    set_cookies(resp).iter().find_map(|l| {
+        let (k, rest) = l.split_once('=')?;
+        let v = rest.split(';').next()?;
+        (k == name && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// True when the response deletes cookie `name` (an empty value with `Max-Age=0`).
+pub fn deletes(resp: &reqwest::Response, name: &str) -> bool {
+    set_cookies(resp)
+        .iter()
+        .any(|l| l.starts_with(&format!("{name}=;")) && l.contains("Max-Age=0"))
+}
+
+/// The value of the first line of a Prometheus text that starts with `line_start`.
+pub fn metric_value(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

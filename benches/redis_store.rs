@@ -11,33 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rotagate::store::redis::RedisConfig;
-use rotagate::store::{Cas, FamilyId, FamilyRecord, Sealed, Store, StoreConfig};
+use rotagate::store::{Cas, FamilyId, FamilyRecord, Store, StoreConfig};
 
 fn record(now: u64) -> FamilyRecord {
     FamilyRecord {
-        version: 0,
-        generation: 0,
-        current_digest: [1; 32],
-        previous_digest: None,
-        successor_r: [2; 32],
-        previous_r: [0; 32],
-        derive_kid: 0,
-        rotated_at: now,
-        successor_seen_at: None,
-        predecessor_uses: 0,
-        revoked: None,
-        created: now,
-        last_seen: now,
-        idle_timeout: 1800,
-        absolute_deadline: now + 43_200,
-        subject: Some("bench-user".into()),
         claims: br#"{"sub":"bench-user","plan":"pro"}"#.to_vec(),
         // about what two captured Auth.js-sized cookies seal to
-        credentials: Sealed {
-            kid: 0,
-            nonce: [0; 12],
-            ciphertext: vec![7; 300],
-        },
+        ..FamilyRecord::sample(Some("bench-user"), now, 300)
     }
 }
 

@@ -688,7 +688,7 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
 
 #[tokio::test]
 async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
-    use rotagate::store::{Cas, FamilyId, FamilyRecord, Revocation, RevokeReason, Sealed, Store};
+    use rotagate::store::{Cas, FamilyId, FamilyRecord, Revocation, RevokeReason, Store};
     let redis = RedisServer::start();
     let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
         url: redis.url(),
@@ -697,30 +697,7 @@ async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
     });
     let clock = Arc::new(rotagate::clock::ManualClock::new(T0));
     let store: Arc<dyn Store> = rotagate::store::open_with_clock(&cfg, clock).unwrap();
-    let rec = |subject: &str, created: u64| FamilyRecord {
-        version: 0,
-        generation: 0,
-        current_digest: [1; 32],
-        previous_digest: None,
-        successor_r: [2; 32],
-        previous_r: [0; 32],
-        derive_kid: 0,
-        rotated_at: created,
-        successor_seen_at: None,
-        predecessor_uses: 0,
-        revoked: None,
-        created,
-        last_seen: created,
-        idle_timeout: 1800,
-        absolute_deadline: created + 43_200,
-        subject: Some(subject.to_string()),
-        claims: Vec::new(),
-        credentials: Sealed {
-            kid: 0,
-            nonce: [0; 12],
-            ciphertext: vec![9; 40],
-        },
-    };
+    let rec = |subject: &str, created: u64| FamilyRecord::sample(Some(subject), created, 40);
     let (a, b) = (FamilyId([1; 16]), FamilyId([2; 16]));
     assert_eq!(store.get(&a).await.unwrap(), None);
     assert_eq!(

@@ -167,6 +167,38 @@ impl fmt::Debug for FamilyRecord {
 }
 
 impl FamilyRecord {
+    /// A record for store tests and benchmarks, never built on the request path:
+    /// generation 0 of a login of `subject` created at `created` (30 min idle, 12 h
+    /// absolute), fixed digests and randomness, no claims, and a dummy sealed blob of
+    /// `sealed_len` bytes.
+    #[doc(hidden)]
+    pub fn sample(subject: Option<&str>, created: u64, sealed_len: usize) -> FamilyRecord {
+        FamilyRecord {
+            version: 0,
+            generation: 0,
+            current_digest: [1; 32],
+            previous_digest: None,
+            successor_r: [2; 32],
+            previous_r: [0; 32],
+            derive_kid: 0,
+            rotated_at: created,
+            successor_seen_at: None,
+            predecessor_uses: 0,
+            revoked: None,
+            created,
+            last_seen: created,
+            idle_timeout: 1800,
+            absolute_deadline: created + 43_200,
+            subject: subject.map(str::to_string),
+            claims: Vec::new(),
+            credentials: Sealed {
+                kid: 0,
+                nonce: [0; 12],
+                ciphertext: vec![9; sealed_len],
+            },
+        }
+    }
+
     /// When the family ends if nothing happens: the idle deadline or the absolute one,
     /// whichever is first.
     pub fn expires_at(&self) -> u64 {

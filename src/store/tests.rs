@@ -10,30 +10,7 @@ use super::memory::MemoryStore;
 use super::*;
 
 fn record(subject: Option<&str>, created: u64) -> FamilyRecord {
-    FamilyRecord {
-        version: 0,
-        generation: 0,
-        current_digest: [1; 32],
-        previous_digest: None,
-        successor_r: [2; 32],
-        previous_r: [0; 32],
-        derive_kid: 0,
-        rotated_at: created,
-        successor_seen_at: None,
-        predecessor_uses: 0,
-        revoked: None,
-        created,
-        last_seen: created,
-        idle_timeout: 1800,
-        absolute_deadline: created + 43_200,
-        subject: subject.map(str::to_string),
-        claims: Vec::new(),
-        credentials: Sealed {
-            kid: 0,
-            nonce: [0; 12],
-            ciphertext: vec![9; 40],
-        },
-    }
+    FamilyRecord::sample(subject, created, 40)
 }
 
 async fn contract(store: &dyn Store) {

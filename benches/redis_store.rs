@@ -70,11 +70,7 @@ fn main() {
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cfg = StoreConfig::Redis(RedisConfig {
-        url: format!("redis://127.0.0.1:{port}/0"),
-        username: None,
-        password: None,
-    });
+    let cfg = StoreConfig::Redis(RedisConfig::new(format!("redis://127.0.0.1:{port}/0")));
     let store: Arc<dyn Store> = rotagate::store::open(&cfg).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -284,11 +284,11 @@ fn vault_mistakes_name_file_line_key_and_expectation() {
         ),
         (
             "[session]\nmode = \"vault\"\nstore = \"memory\"\nstore_username = \"env:U\"\n",
-            "test.toml:6:18: `session.store_username`: `store_username` / `store_password` apply to store = \"redis://…\" only",
+            "test.toml:6:18: `session.store_username`: `store_username` applies to a Redis store only (store = \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\")",
         ),
         (
             "[session]\nmode = \"vault\"\nstore = \"sqlite\"\n",
-            "test.toml:5:9: `session.store`: expected \"embedded\", \"memory\" or \"redis://…\", found \"sqlite\"",
+            "test.toml:5:9: `session.store`: expected \"embedded\", \"memory\", \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\", found \"sqlite\"",
         ),
         (
             "[session]\nmode = \"vault\"\n[session.vault]\nsecrets = [\"env:VAULT_KEY_UNSET_NOWHERE\"]\n",

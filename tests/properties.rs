@@ -311,3 +311,55 @@ proptest! {
         props::remint(alg, &c, props::NOW.saturating_add_signed(d), &t);
     }
 }
+
+const VAULT_BITS: &[&str] = &[
+    "rg=",
+    "__Secure-rg=",
+    "__Host-rg=",
+    "rg.0=",
+    "sid=",
+    "__Secure-sid=",
+    "sid.1=",
+    "authjs.session-token=",
+    "theme=",
+    "v1.",
+    "; ",
+    ";",
+    "=",
+    " ",
+    "A",
+    "_",
+    "-",
+];
+const CLAIMS_BITS: &[&str] = &[
+    "{", "}", "[", "]", "\"sub\"", "\"a\"", ":", ",", "1", "1.5e3", "null", "true", "\"",
+    "\\u0000", " ",
+];
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn vault_cookie_headers_split_handle_captured_and_rest(h in text(VAULT_BITS, 24)) {
+        props::vault_request_cookies(&h);
+        props::vault_handle_any(&h);
+    }
+
+    #[test]
+    fn vault_handles_round_trip_under_both_secrets_and_refuse_any_change(
+        older in any::<bool>(), family in any::<[u8; 16]>(), generation in any::<u32>(),
+        secret in any::<[u8; 32]>(), flip in any::<usize>(), to in any::<u8>(),
+    ) {
+        props::vault_handle_round_trip(older, family, generation, secret, flip, to);
+    }
+
+    #[test]
+    fn vault_claims_header_is_exactly_a_small_json_object(v in text(CLAIMS_BITS, 24)) {
+        props::vault_claims(v.as_bytes());
+    }
+
+    #[test]
+    fn vault_claims_round_trip(c in claims()) {
+        props::vault_claims_round_trip(&c);
+    }
+}

@@ -22,6 +22,10 @@ struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// More arguments (TLS, `--replicaof`).
+    extra: Vec<String>,
+    /// The port speaks TLS only (`--port 0 --tls-port PORT`).
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -34,10 +38,16 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new(), false)
+    }
+
+    fn start_with(extra: Vec<String>, tls: bool) -> RedisServer {
         let mut r = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            extra,
+            tls,
         };
         r.spawn(true);
         r
@@ -54,17 +64,20 @@ impl RedisServer {
             d
         };
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--dir")
-            .arg(&dir)
-            .args([
-                "--save",
-                "",
-                "--protected-mode",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ]);
+        let port = self.port.to_string();
+        if self.tls {
+            cmd.args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--bind", "127.0.0.1", "--port", &port]);
+        }
+        cmd.args(&self.extra).arg("--dir").arg(&dir).args([
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+        ]);
         if persistent {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -76,6 +89,12 @@ impl RedisServer {
             .spawn()
             .expect("redis-server not found: scripts/setup.sh installs Debian's redis-server");
         self.child = Some(child);
+        if self.tls {
+            poll("redis-server listens for TLS", || {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+            });
+            return;
+        }
         poll("redis-server answers PING", || {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
             use std::io::{Read, Write};
@@ -95,7 +114,8 @@ impl RedisServer {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// One command through a plain client (to read counters, inject faults).
@@ -158,7 +178,7 @@ async fn poll_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-fn config(upstream: SocketAddr, url: &str) -> String {
+fn config(upstream: SocketAddr, url: &str, session_extra: &str) -> String {
     format!(
         r#"[listen]
 address = "127.0.0.1:0"
@@ -177,6 +197,7 @@ idle_timeout = "30m"
 absolute_timeout = "12h"
 slack = "10s"
 store = "{url}"
+{session_extra}
 
 [session.vault]
 cookie = "rg"
@@ -234,11 +255,19 @@ async fn app() -> Upstream {
 }
 
 async fn replica(url: &str) -> Harness {
+    replica_with(url, "", &[]).await
+}
+
+/// A replica with more `[session]` lines and files beside its config (a CA bundle).
+async fn replica_with(url: &str, session_extra: &str, files: &[(&str, &[u8])]) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vault.key"), KEY).unwrap();
     std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
     let up = app().await;
-    let text = config(up.addr, url);
+    let text = config(up.addr, url, session_extra);
     Harness::start_text(dir, up, &text).await
 }
 
@@ -447,13 +476,24 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
             "nothing cleared: {:?}",
             set_cookies(&r)
         );
-        // bypass routes are still served, and so is every request needing no session;
-        // an unmatched path carries the session in vault mode (the app needs its cookies
-        // on every path it serves), so with a handle it waits for the store too
+        // bypass routes and unmatched paths are still served, and so is every request
+        // needing no session; on an unmatched path the request goes on without the
+        // session (the app sees an anonymous visitor) and the browser keeps its handle
         assert_eq!(get_with(h, "/public/x", &h2).await.status(), 200);
         assert_eq!(h.get("/elsewhere").await.status(), 200);
         assert_eq!(h.get("/app/anonymous").await.status(), 200);
-        assert_eq!(get_with(h, "/elsewhere", &h2).await.status(), 503);
+        let r = get_with(h, "/elsewhere", &h2).await;
+        assert_eq!(r.status(), 200, "an unmatched path is served");
+        assert!(
+            set_cookies(&r).is_empty(),
+            "nothing cleared: {:?}",
+            set_cookies(&r)
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            "",
+            "neither the handle nor the app's cookies went upstream"
+        );
         // /readyz stays ready; the store's state is reported
         let r = h.client.get(h.admin_url("/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -572,6 +612,7 @@ fn a_password_inside_the_store_url_is_a_config_error_that_does_not_echo_it() {
     let text = config(
         "127.0.0.1:9".parse().unwrap(),
         "redis://app:hunter2secret@127.0.0.1:6379/0",
+        "",
     );
     let path = dir.path().join("rotagate.toml");
     std::fs::write(&path, text).unwrap();
@@ -617,7 +658,7 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
             std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
             std::fs::write(dir.path().join("redis.pass"), password).unwrap();
             let up = app().await;
-            let text = config(up.addr, &url).replace(
+            let text = config(up.addr, &url, "").replace(
                 "slack = \"10s\"",
                 "slack = \"10s\"\nstore_password = \"file:redis.pass\"",
             );
@@ -674,11 +715,8 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
     poll("redis-server listens", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
-        url: redis.url(),
-        username: None,
-        password: None,
-    });
+    let cfg =
+        rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig::new(redis.url()));
     let err = rotagate::store::open(&cfg).unwrap_err().to_string();
     assert!(
         err.contains("Redis Cluster") && err.contains(&redis.url()),
@@ -690,11 +728,8 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_message() {
 async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
     use rotagate::store::{Cas, FamilyId, FamilyRecord, Revocation, RevokeReason, Store};
     let redis = RedisServer::start();
-    let cfg = rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig {
-        url: redis.url(),
-        username: None,
-        password: None,
-    });
+    let cfg =
+        rotagate::store::StoreConfig::Redis(rotagate::store::redis::RedisConfig::new(redis.url()));
     let clock = Arc::new(rotagate::clock::ManualClock::new(T0));
     let store: Arc<dyn Store> = rotagate::store::open_with_clock(&cfg, clock).unwrap();
     let rec = |subject: &str, created: u64| FamilyRecord::sample(Some(subject), created, 40);
@@ -778,4 +813,311 @@ async fn the_store_keeps_the_compare_and_swap_contract_on_redis() {
             .unwrap(),
         Cas::Written(cur.version + 1)
     );
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost it signed, made now.
+struct TestPki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl TestPki {
+    fn new(ca_name: &str) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        TestPki {
+            ca: ca_cert.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// `redis-server` arguments serving this certificate (clients need none).
+    fn redis_args(&self, dir: &std::path::Path) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, name, body) in [
+            ("--tls-cert-file", "server.pem", &self.cert),
+            ("--tls-key-file", "server.key", &self.key),
+            ("--tls-ca-cert-file", "ca.pem", &self.ca),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            args.push(flag.to_string());
+            args.push(path.display().to_string());
+        }
+        args.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+        args
+    }
+}
+
+#[tokio::test]
+async fn a_tls_redis_signed_by_a_private_ca_keeps_sessions_and_an_untrusted_one_is_refused() {
+    let pki = TestPki::new("rotagate test CA");
+    let certs = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start_with(pki.redis_args(certs.path()), true);
+    assert!(redis.url().starts_with("rediss://"));
+
+    let a = replica_with(
+        &redis.url(),
+        r#"store_ca = "file:ca.pem""#,
+        &[("ca.pem", pki.ca.as_bytes())],
+    )
+    .await;
+    assert_eq!(store_status(&a).await.0, 200, "TLS to the store is up");
+    let h1 = login(&a, "ada").await;
+    a.clock.advance(PAST_ROTATION);
+    let r = get_with(&a, "/app/page", &h1).await;
+    assert_eq!(r.status(), 200);
+    let h2 = set_value(&r, "rg").expect("rotated through the TLS store");
+    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
+    assert_eq!(get_with(&a, "/app/page", &h2).await.status(), 200);
+
+    // a replica trusting another CA (the built-in roots, or a stranger's bundle) never
+    // talks to this server: the store is reported down, sessions answer 503, nothing
+    // is cleared
+    let other = TestPki::new("another CA");
+    for (extra, files) in [
+        ("", Vec::new()),
+        (
+            r#"store_ca = "file:ca.pem""#,
+            vec![("ca.pem", other.ca.as_bytes())],
+        ),
+    ] {
+        let b = replica_with(&redis.url(), extra, &files).await;
+        let (code, body) = poll_async("the untrusted store reported down", || async {
+            let s = store_status(&b).await;
+            (s.0 == 503).then_some(s)
+        })
+        .await;
+        assert_eq!(code, 503);
+        let reason = body["reason"].as_str().unwrap().to_lowercase();
+        assert!(
+            reason.contains("certificate") || reason.contains("issuer"),
+            "{body}"
+        );
+        let r = get_with(&b, "/app/page", &h2).await;
+        assert_eq!(r.status(), 503);
+        assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+        b.shutdown().await;
+    }
+    // the handle still works where the store is trusted
+    assert_eq!(get_with(&a, "/app/page", &h2).await.status(), 200);
+    a.shutdown().await;
+}
+
+/// A `redis-server --sentinel` child watching `master` with quorum 1.
+struct Sentinel {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 400\n\
+                 sentinel failover-timeout mymaster 2000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        poll("the sentinel listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Sentinel {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    async fn cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut c).await
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `INFO replication` of a server, as text.
+async fn replication(r: &RedisServer) -> String {
+    match r.cmd(&["INFO", "replication"]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("unexpected INFO answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_sentinel_a_failover_moves_every_session_to_the_new_master() {
+    let mut master = RedisServer::start();
+    let replica_server = RedisServer::start_with(
+        vec![
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            master.port.to_string(),
+        ],
+        false,
+    );
+    poll_async("the replica is in sync", || async {
+        replication(&replica_server)
+            .await
+            .contains("master_link_status:up")
+            .then_some(())
+    })
+    .await;
+    let sentinel = Sentinel::start(master.port);
+    // the sentinel learns the replica from the master (it can only fail over to one it knows)
+    poll_async("the sentinel knows the replica", || async {
+        match sentinel.cmd(&["SENTINEL", "replicas", "mymaster"]).await {
+            Ok(redis::Value::Array(v)) if !v.is_empty() => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster/0", sentinel.port);
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    assert_eq!(
+        store_status(&a).await.0,
+        200,
+        "the sentinel named the master"
+    );
+    let h1 = login(&a, "ada").await;
+    advance_both(&a, &b, PAST_ROTATION);
+    let h2 = set_value(&get_with(&b, "/app/page", &h1).await, "rg").expect("rotates");
+    // the rotation reached the replica before the master dies (Redis replicates
+    // asynchronously: a write the replica never got is lost in any failover)
+    match master.cmd(&["WAIT", "1", "5000"]).await {
+        redis::Value::Int(n) => assert_eq!(n, 1, "the replica acknowledged"),
+        other => panic!("unexpected WAIT answer {other:?}"),
+    }
+
+    master.kill();
+    // every answer until the failover is done is the session or a 503; never a logout
+    let unavailable = std::sync::atomic::AtomicU32::new(0);
+    for h in [&a, &b] {
+        let (unavailable, h2) = (&unavailable, h2.as_str());
+        poll_async("the session is served by the new master", || async move {
+            let r = get_with(h, "/app/page", h2).await;
+            assert!(
+                set_cookies(&r).is_empty(),
+                "nothing cleared: {:?}",
+                set_cookies(&r)
+            );
+            match r.status().as_u16() {
+                200 => {
+                    assert_eq!(r.text().await.unwrap(), "sid=sess-ada-0");
+                    Some(())
+                }
+                503 => {
+                    unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        })
+        .await;
+        assert_eq!(store_status(h).await.0, 200);
+    }
+    assert!(
+        unavailable.into_inner() > 0,
+        "the master's death was noticed (503s while it was down)"
+    );
+    let promoted = replication(&replica_server).await;
+    assert!(promoted.contains("role:master"), "{promoted}");
+    // rotation goes on, on the new master, seen by both replicas; nobody was revoked
+    advance_both(&a, &b, PAST_ROTATION);
+    let r = get_with(&a, "/app/page", &h2).await;
+    assert_eq!(r.status(), 200);
+    let h3 = set_value(&r, "rg").expect("rotates on the new master");
+    assert_eq!(get_with(&b, "/app/page", &h3).await.status(), 200);
+    for h in [&a, &b] {
+        let m = h.metrics().await;
+        assert!(
+            !m.contains("rotagate_vault_revocations_total{"),
+            "no revocation: {m}"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn store_url_and_tls_keys_are_checked_with_their_line() {
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "redis://127.0.0.1:6379/0",
+            r#"store_ca = "file:ca.pem""#,
+            "applies to TLS stores only",
+        ),
+        (
+            "rediss://127.0.0.1:6379/0",
+            r#"store_ca = "file:ca.pem""#,
+            "expected a PEM file of CA certificates",
+        ),
+        (
+            "redis+sentinel://127.0.0.1:26379",
+            "",
+            "found no master name",
+        ),
+        ("redis+sentinel://127.0.0.1:0/m", "", "found the port \"0\""),
+        (
+            "redis://127.0.0.1:6379/0",
+            r#"store_sentinel_password = "file:ca.pem""#,
+            "applies to store = \"redis+sentinel://…\" only",
+        ),
+    ];
+    for (url, extra, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vault.key"), KEY).unwrap();
+        std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let path = dir.path().join("rotagate.toml");
+        std::fs::write(&path, config("127.0.0.1:9".parse().unwrap(), url, extra)).unwrap();
+        let err = rotagate::config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("rotagate.toml") && err.contains(want),
+            "{url} {extra}: {err}"
+        );
+        assert!(
+            err.contains(":17:") || err.contains(":18:"),
+            "names the line: {err}"
+        );
+    }
 }

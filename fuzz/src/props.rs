@@ -1181,3 +1181,192 @@ pub fn spoofable(names: &[Vec<u8>], trusted: bool) {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------
+// vault mode: the handle decoder, the request cookie split, `x-rotagate-claims`
+
+use rotagate::session::vault::handle::Handle;
+use rotagate::session::vault::keys::Keys;
+use rotagate::session::vault::VaultSettings;
+use rotagate::session::vault_capture::{self as vcap, Names};
+use rotagate::store::FamilyId;
+
+/// The vault's keys: an active secret and an older one (a key rollover).
+pub fn vault_keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        Keys::new(&VaultSettings::with_secrets(vec![
+            Secret::new(&b"fuzz-vault-active-secret-0123456789abcdef"[..]),
+            Secret::new(&b"fuzz-vault-older-secret-0123456789abcdefgh"[..]),
+        ]))
+        .expect("fixture vault keys")
+    })
+}
+
+/// Keys of a secret the vault never had.
+fn foreign_keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        Keys::new(&VaultSettings::with_secrets(vec![Secret::new(
+            &b"fuzz-vault-foreign-secret-0123456789abcdef"[..],
+        )]))
+        .expect("fixture vault keys")
+    })
+}
+
+/// The names vault mode reads cookies with in these properties.
+pub fn vault_names() -> &'static Names {
+    static N: OnceLock<Names> = OnceLock::new();
+    N.get_or_init(|| {
+        Names::new(
+            "rg",
+            &["sid".to_string(), "authjs.session-token".to_string()],
+        )
+    })
+}
+
+/// Any cookie value: the decoder never panics, and whatever verifies is exactly the
+/// canonical encoding of what it decoded to (one handle, one spelling: no padding, no
+/// trailing bits, no other alphabet), under one of the vault's own keys, never under a
+/// stranger's.
+pub fn vault_handle_any(value: &str) {
+    let keys = vault_keys();
+    if let Ok(h) = Handle::verify(value, keys) {
+        assert_eq!(
+            h.mint_own(keys).expose(),
+            value,
+            "a second spelling verified"
+        );
+        assert!(
+            Handle::verify(value, foreign_keys()).is_err(),
+            "a handle verified under a secret the vault never had"
+        );
+    }
+}
+
+/// A handle minted under the active or the older secret verifies to its fields under
+/// the vault's keys, never under a stranger's, and no single changed byte verifies.
+pub fn vault_handle_round_trip(
+    older: bool,
+    family: [u8; 16],
+    generation: u32,
+    secret: [u8; 32],
+    flip: usize,
+    to: u8,
+) {
+    let keys = vault_keys();
+    let set = if older {
+        keys.by_kid(kid_of_older()).last().expect("older kid")
+    } else {
+        keys.active()
+    };
+    let h = Handle {
+        kid: set.kid,
+        family: FamilyId(family),
+        generation,
+        secret,
+    };
+    let v = h.mint(set);
+    let back = Handle::verify(v.expose(), keys).expect("a minted handle verifies");
+    assert_eq!(back, h);
+    assert!(Handle::verify(v.expose(), foreign_keys()).is_err());
+    let mut bytes = v.expose().as_bytes().to_vec();
+    let i = flip % bytes.len();
+    if bytes[i] != to {
+        bytes[i] = to;
+        let changed = String::from_utf8_lossy(&bytes);
+        assert!(
+            Handle::verify(&changed, keys).is_err(),
+            "a changed handle verified"
+        );
+    }
+}
+
+fn kid_of_older() -> u8 {
+    // the older secret's kid: the one key set that is not the active one
+    let keys = vault_keys();
+    (0..=255u8)
+        .find(|k| keys.by_kid(*k).any(|s| !std::ptr::eq(s, keys.active())))
+        .expect("two secrets")
+}
+
+/// Any `Cookie` header in vault mode: the handle and the captured cookies are split
+/// off (the handle never goes upstream; a client never plants an app cookie), at most
+/// `MAX_HANDLES` handle values are read, and the rest goes on in order.
+pub fn vault_request_cookies(header: &str) {
+    let names = vault_names();
+    let rc = vcap::read_request(Some(header), names);
+    assert!(rc.handles.len() <= vcap::MAX_HANDLES);
+    let (pairs, more) = cookies::pairs_bounded(header, cookies::MAX_COOKIES);
+    assert_eq!(rc.too_many_cookies, more);
+    let expected_rest: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(k, _)| !names.is_handle(k) && !names.is_captured(k))
+        .collect();
+    assert_eq!(rc.rest, expected_rest);
+    let expected_handles: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| *k == names.handle)
+        .map(|(_, v)| *v)
+        .take(vcap::MAX_HANDLES)
+        .collect();
+    assert_eq!(rc.handles, expected_handles);
+    let touched = pairs.len() != expected_rest.len() || more;
+    assert_eq!(rc.rewrite, touched);
+    if let Some(up) = vcap::upstream_cookie(&rc.rest, &[]) {
+        for (k, _) in cookies::pairs(&up) {
+            assert!(
+                !names.is_handle(k) && !names.is_captured(k),
+                "{k:?} went upstream"
+            );
+        }
+    }
+    for h in &rc.handles {
+        vault_handle_any(h);
+    }
+}
+
+/// Any `x-rotagate-claims` value: a JSON object of at most `MAX_CLAIMS_BYTES` is read
+/// as exactly what a JSON parser reads; anything else (too long, not JSON, not an
+/// object) is no claims. The subject is the `sub` claim when it is a string.
+pub fn vault_claims(value: &[u8]) {
+    let got = vcap::claims_from_header(value);
+    let parsed = serde_json::from_slice::<Value>(value).ok();
+    match &got {
+        Some(m) => {
+            assert!(value.len() <= vcap::MAX_CLAIMS_BYTES);
+            assert_eq!(parsed.as_ref(), Some(&Value::Object(m.clone())));
+            assert_eq!(
+                vcap::subject(Some(m)),
+                m.get("sub").and_then(Value::as_str).map(str::to_string)
+            );
+        }
+        None => assert!(
+            value.len() > vcap::MAX_CLAIMS_BYTES || !matches!(parsed, Some(Value::Object(_))),
+            "a small JSON object was ignored"
+        ),
+    }
+    // the same bytes as a captured app cookie: a JWS payload is read, nothing panics
+    let text = String::from_utf8_lossy(value).into_owned();
+    let jar = vec![("sid".to_string(), text)];
+    if let Some(c) = vcap::claims_from_jar(&jar, vault_names()) {
+        assert_eq!(
+            jar[0].1.split('.').count(),
+            3,
+            "claims from a non-JWS cookie"
+        );
+        let _ = c;
+    }
+}
+
+/// Claims an app sends come back as they were, serialised as any JSON library would.
+pub fn vault_claims_round_trip(claims: &Map<String, Value>) {
+    let bytes = serde_json::to_vec(claims).expect("claims serialise");
+    let got = vcap::claims_from_header(&bytes);
+    if bytes.len() <= vcap::MAX_CLAIMS_BYTES {
+        assert_eq!(got.as_ref(), Some(claims));
+    } else {
+        assert!(got.is_none());
+    }
+}

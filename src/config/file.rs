@@ -164,6 +164,10 @@ pub struct SessionFile {
     pub store_username: Option<S>,
     /// `store_password` (Redis store): an `env:`/`file:` reference.
     pub store_password: Option<S>,
+    /// `store_ca` (Redis store over TLS): `file:` reference to a PEM CA bundle.
+    pub store_ca: Option<S>,
+    /// `store_sentinel_password` (Redis Sentinel): an `env:`/`file:` reference.
+    pub store_sentinel_password: Option<S>,
     /// `[session.reissue]`.
     pub reissue: Option<ReissueFile>,
     /// `[session.vault]`.

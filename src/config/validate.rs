@@ -680,6 +680,8 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
         ("store_path", &s.store_path),
         ("store_username", &s.store_username),
         ("store_password", &s.store_password),
+        ("store_ca", &s.store_ca),
+        ("store_sentinel_password", &s.store_sentinel_password),
     ] {
         if let Some(v) = v {
             cx.bad_at(

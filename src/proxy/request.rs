@@ -185,11 +185,12 @@ impl Proxy {
         // vault mode: the app needs its own cookies on every path it serves, matched or
         // not; a bypass route gets none (and never the handle)
         let vault_sessions = route.is_none_or(|r| r.handles_sessions());
+        let unmatched = route.is_none();
         if !ctx.preflight {
             if let Some(rt) = ctx.rt.vault.is_some().then(|| ctx.rt.clone()) {
                 if let Some(vrt) = rt.vault.as_ref() {
                     if self
-                        .vault_request(session, ctx, vrt, vault_sessions)
+                        .vault_request(session, ctx, vrt, vault_sessions, unmatched)
                         .await?
                     {
                         return Ok(true);

@@ -79,13 +79,16 @@ impl Proxy {
     /// The request phase in vault mode. `sessions` is false on `bypass` routes: the
     /// handle and captured cookies are still never forwarded, but nothing is looked up.
     /// Answers (and returns `true`) on a store error (503) and for a revoked family
-    /// (the logout answer).
+    /// (the logout answer). On a path no rule matches (`unmatched`) a store error is
+    /// not answered: the request goes on without the session (DESIGN §10: an outage
+    /// never stops what needs no session, and never logs anyone out).
     pub(super) async fn vault_request(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         vrt: &VaultRuntime,
         sessions: bool,
+        unmatched: bool,
     ) -> Result<bool> {
         let req = session.req_header();
         let merged = hygiene::merged_cookie(&req.headers);
@@ -117,6 +120,9 @@ impl Proxy {
         let mut revoked = None;
         for h in &rc.handles {
             match vrt.engine.process(h, RequestOptions { may_rotate }).await {
+                Err(e) if unmatched => {
+                    return Ok(self.vault_degraded(ctx, rewritten(&[]), limits, &e));
+                }
                 Err(e) => return self.vault_unavailable(session, ctx, "request", &e).await,
                 Ok(Lookup::Session(s)) => {
                     vc.pending = s.set_handle.clone();
@@ -192,6 +198,9 @@ impl Proxy {
                 limit: None,
             };
             match vrt.engine.login(login).await {
+                Err(e) if unmatched => {
+                    return Ok(self.vault_degraded(ctx, rewritten(&[]), limits, &e));
+                }
                 Err(e) => return self.vault_unavailable(session, ctx, "adopt", &e).await,
                 Ok(issued) => {
                     self.shared
@@ -228,6 +237,34 @@ impl Proxy {
         });
         ctx.vault = Some(vc);
         Ok(false)
+    }
+
+    /// A store error on a path no rule matches: the request goes upstream without the
+    /// session (no handle, no app cookies: the app sees an anonymous visitor) and the
+    /// browser keeps its handle. A login on the answer still needs the store (503).
+    fn vault_degraded(
+        &self,
+        ctx: &mut Ctx,
+        upstream_cookie: Option<Option<String>>,
+        limits: Limits,
+        e: &StoreError,
+    ) -> bool {
+        self.shared
+            .metrics
+            .vault
+            .store_errors
+            .with_label_values(&["unmatched"])
+            .inc();
+        tracing::warn!(target: "rotagate::vault", error = %e, path = %ctx.log_path, "session store error on a path no rule matches: served without the session, nothing cleared");
+        ctx.session = Some(Decision {
+            outcome: Outcome::None,
+            claims: None,
+            upstream_cookie,
+            set_cookies: Vec::new(),
+            limits,
+        });
+        ctx.vault = Some(VaultCtx::default());
+        false
     }
 
     /// A store error: 503, nothing cleared, nothing revoked (DESIGN §10).

@@ -20,27 +20,138 @@
 //! connection, command and connect timeouts, reconnects on its own). It lives on a
 //! small runtime of its own, so it does not depend on which of the proxy's runtimes
 //! happened to open the store.
+//!
+//! With `store = "redis+sentinel://…"` the sentinels name the master: the probe asks
+//! them at start and whenever the connected server stops answering or stops being the
+//! master (`ROLE`), and swaps in a connection to the new master after a failover.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncCommands, Client, ConnectionAddr, Script, TlsCertificates, TlsMode};
 
 use super::{Cas, Cleaned, FamilyId, FamilyRecord, Store, StoreError};
 use crate::clock::Clock;
 use crate::secret::Secret;
 
-/// `store = "redis://…"` (or `rediss://…`) with its credentials.
+/// `store = "redis://…"` (or `rediss://…`, `redis+sentinel://…`,
+/// `rediss+sentinel://…`) with its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// The URL without credentials (`redis://host:port/db`, `rediss://…`).
+    /// The URL without credentials (`redis://host:port/db`, `rediss://…`, or
+    /// `redis+sentinel://host:port,host:port/master/db`).
     pub url: String,
     /// `session.store_username` (ACL user).
     pub username: Option<Secret>,
     /// `session.store_password`.
     pub password: Option<Secret>,
+    /// `session.store_ca`: the PEM CA bundle TLS connections trust instead of the
+    /// built-in web roots (a private CA).
+    pub ca: Option<Vec<u8>>,
+    /// `session.store_sentinel_password`: the sentinels' own `requirepass`.
+    pub sentinel_password: Option<Secret>,
+}
+
+impl RedisConfig {
+    /// A URL without credentials or a private CA.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            username: None,
+            password: None,
+            ca: None,
+            sentinel_password: None,
+        }
+    }
+}
+
+/// The port a sentinel address without one gets.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// A `redis+sentinel://` / `rediss+sentinel://` URL, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// `rediss+sentinel://`: TLS to the sentinels and to the master.
+    pub tls: bool,
+    /// The sentinels, in the order they are asked.
+    pub nodes: Vec<(String, u16)>,
+    /// The master's name as the sentinels know it (`sentinel monitor NAME …`).
+    pub service: String,
+    /// The database on the master.
+    pub db: i64,
+}
+
+/// Reads `redis+sentinel://host[:port][,host[:port]…]/MASTER[/DB]`; `Ok(None)` for any
+/// other scheme. The error says what was expected (it never repeats the URL).
+pub fn parse_sentinel_url(url: &str) -> Result<Option<SentinelUrl>, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
+        (true, r)
+    } else {
+        return Ok(None);
+    };
+    let shape = "expected \"redis+sentinel://host:port[,host:port…]/MASTER[/DB]\"";
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if hosts.contains('@') {
+        return Err("the sentinel URL names no user or password: set `session.store_username` / `session.store_password` (the master's) and `session.store_sentinel_password`".into());
+    }
+    let mut nodes = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = match h.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(|| {
+                    format!("{shape}, found an unclosed `[` in a sentinel address")
+                })?;
+                match after.strip_prefix(':') {
+                    Some(p) => (host, Some(p)),
+                    None if after.is_empty() => (host, None),
+                    None => return Err(format!("{shape}, found {h:?}")),
+                }
+            }
+            None => match h.rsplit_once(':') {
+                Some((host, p)) => (host, Some(p)),
+                None => (h, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{shape}, found an empty sentinel address"));
+        }
+        let port = match port {
+            None => SENTINEL_PORT,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{shape}, found the port {p:?}"))?,
+        };
+        nodes.push((host.to_string(), port));
+    }
+    let mut parts = path.split('/');
+    let service = parts.next().unwrap_or("");
+    if service.is_empty() {
+        return Err(format!("{shape}, found no master name"));
+    }
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(d) => d
+            .parse::<u16>()
+            .map_err(|_| format!("{shape}, found the database {d:?}"))?
+            .into(),
+    };
+    if parts.next().is_some() || path.contains(['?', '#']) {
+        return Err(format!("{shape}, found more after the database"));
+    }
+    Ok(Some(SentinelUrl {
+        tls,
+        nodes,
+        service: service.to_string(),
+        db,
+    }))
 }
 
 /// How long one command may take before it counts as a failure (→ 503).
@@ -49,6 +160,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the health probe checks the connection and the marker.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long asking the sentinels for the master may take.
+pub const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 const PREFIX: &str = "rotagate:";
 const MARKER: &str = "rotagate:marker";
@@ -112,9 +225,86 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The connection to the server holding the families: fixed for a plain URL; for a
+/// Sentinel URL, the current master's, replaced after a failover.
+struct Link {
+    current: ArcSwapOption<ConnectionManager>,
+    /// The current master's address (Sentinel), for messages.
+    master: Mutex<Option<String>>,
+    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    config: ConnectionManagerConfig,
+    url: String,
+}
+
+impl Link {
+    /// A handle on the current connection (cheap: a reference count).
+    fn get(&self) -> Result<ConnectionManager, StoreError> {
+        match self.current.load_full() {
+            Some(c) => Ok((*c).clone()),
+            None => Err(StoreError::Unavailable(format!(
+                "Redis Sentinel {}: no master found yet",
+                self.url
+            ))),
+        }
+    }
+
+    /// Sentinel only: asks the sentinels for the master (they check that it says it is
+    /// one) and connects to it when it is not the one connected; `Ok(true)` then.
+    async fn resolve(&self) -> Result<bool, StoreError> {
+        let Some(sentinel) = &self.sentinel else {
+            return Ok(false);
+        };
+        let asked = tokio::time::timeout(SENTINEL_TIMEOUT, async {
+            sentinel.lock().await.async_get_client().await
+        })
+        .await;
+        let client = match asked {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "Redis Sentinel {}: no sentinel named a master within {} ms",
+                    self.url,
+                    SENTINEL_TIMEOUT.as_millis()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "Redis Sentinel {}: {e}",
+                    self.url
+                )))
+            }
+            Ok(Ok(c)) => c,
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if self.current.load().is_some() && lock(&self.master).as_deref() == Some(addr.as_str()) {
+            return Ok(false);
+        }
+        let manager = ConnectionManager::new_lazy_with_config(client, self.config.clone())
+            .map_err(|e| unavailable(&self.url, &e))?;
+        self.current.store(Some(Arc::new(manager)));
+        *lock(&self.master) = Some(addr);
+        Ok(true)
+    }
+}
+
+/// True when the server says it is a master (`ROLE`).
+async fn is_master(conn: &mut ConnectionManager) -> bool {
+    match redis::cmd("ROLE").query_async::<redis::Value>(conn).await {
+        Ok(redis::Value::Array(parts)) => {
+            matches!(
+                parts.first(),
+                Some(redis::Value::BulkString(b)) if b == b"master"
+            ) || matches!(
+                parts.first(),
+                Some(redis::Value::SimpleString(s)) if s == "master"
+            )
+        }
+        _ => false,
+    }
+}
+
 /// Family records in Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     cas: Script,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
@@ -177,21 +367,80 @@ impl RedisStore {
             url: url.clone(),
             detail,
         };
-        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| bad(format!("not a Redis URL the client understands ({e})")))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(u) = &config.username {
-            let u = std::str::from_utf8(u.expose())
-                .map_err(|_| bad("session.store_username is not UTF-8".into()))?;
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &config.password {
-            let p = std::str::from_utf8(p.expose())
-                .map_err(|_| bad("session.store_password is not UTF-8".into()))?;
-            settings = settings.set_password(p);
-        }
-        let info = info.set_redis_settings(settings);
-        let client = Client::open(info).map_err(|e| bad(e.to_string()))?;
+        let text = |s: &Option<Secret>, key: &str| -> Result<Option<String>, StoreError> {
+            s.as_ref()
+                .map(|v| {
+                    std::str::from_utf8(v.expose())
+                        .map(str::to_string)
+                        .map_err(|_| bad(format!("session.{key} is not UTF-8")))
+                })
+                .transpose()
+        };
+        let username = text(&config.username, "store_username")?;
+        let password = text(&config.password, "store_password")?;
+        let sentinel_password = text(&config.sentinel_password, "store_sentinel_password")?;
+        let certs = config.ca.as_ref().map(|ca| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        });
+        let (client, sentinel) = match parse_sentinel_url(&config.url).map_err(&bad)? {
+            Some(su) => {
+                let nodes = su.nodes.iter().map(|(host, port)| {
+                    if su.tls {
+                        ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host.clone(), *port)
+                    }
+                });
+                let mut b =
+                    SentinelClientBuilder::new(nodes, &su.service, SentinelServerType::Master)
+                        .map_err(|e| bad(e.to_string()))?
+                        .set_client_to_redis_db(su.db);
+                if su.tls {
+                    b = b
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    if let Some(c) = &certs {
+                        b = b
+                            .set_client_to_redis_certificates(c.clone())
+                            .set_client_to_sentinel_certificates(c.clone());
+                    }
+                }
+                if let Some(u) = &username {
+                    b = b.set_client_to_redis_username(u);
+                }
+                if let Some(p) = &password {
+                    b = b.set_client_to_redis_password(p);
+                }
+                if let Some(p) = &sentinel_password {
+                    b = b.set_client_to_sentinel_password(p);
+                }
+                (None, Some(b.build().map_err(|e| bad(e.to_string()))?))
+            }
+            None => {
+                let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+                    .map_err(|e| bad(format!("not a Redis URL the client understands ({e})")))?;
+                let mut settings = info.redis_settings().clone();
+                if let Some(u) = &username {
+                    settings = settings.set_username(u);
+                }
+                if let Some(p) = &password {
+                    settings = settings.set_password(p);
+                }
+                let info = info.set_redis_settings(settings);
+                let client = match certs {
+                    Some(c) => Client::build_with_tls(info, c),
+                    None => Client::open(info),
+                }
+                .map_err(|e| bad(e.to_string()))?;
+                (Some(client), None)
+            }
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("rotagate-redis")
@@ -204,19 +453,29 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_number_of_retries(2);
-        let conn = {
-            let _enter = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client, manager_config)
-        };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                runtime.shutdown_background();
-                return Err(bad(e.to_string()));
+        let current = match client {
+            Some(client) => {
+                let _enter = runtime.enter();
+                match ConnectionManager::new_lazy_with_config(client, manager_config.clone()) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        runtime.shutdown_background();
+                        return Err(bad(e.to_string()));
+                    }
+                }
             }
+            // the sentinels name the master at first contact
+            None => None,
         };
+        let link = Arc::new(Link {
+            current: ArcSwapOption::new(current),
+            master: Mutex::new(None),
+            sentinel: sentinel.map(tokio::sync::Mutex::new),
+            config: manager_config,
+            url: config.url.clone(),
+        });
         let mut store = RedisStore {
-            conn,
+            link,
             cas: Script::new(CAS_LUA),
             clock,
             health: Arc::new(Health::default()),
@@ -226,7 +485,7 @@ impl RedisStore {
         // the first contact runs on the store's runtime from a plain thread, so open()
         // works whether or not the caller is inside a runtime
         let first = std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(store.first_contact()))
+            s.spawn(|| runtime.block_on(store.probe_handle().connect()))
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("start-up probe failed".into())))
         });
@@ -242,26 +501,18 @@ impl RedisStore {
                 store.health.set_down(e.to_string());
             }
         }
-        let probe = ProbeHandle {
-            conn: store.conn.clone(),
-            cas: store.cas.clone(),
-            health: store.health.clone(),
-            url: store.url.clone(),
-        };
-        runtime.spawn(probe.run());
+        runtime.spawn(store.probe_handle().run());
         store.runtime = Some(runtime);
         Ok(store)
     }
 
-    async fn first_contact(&self) -> Result<(), StoreError> {
+    fn probe_handle(&self) -> ProbeHandle {
         ProbeHandle {
-            conn: self.conn.clone(),
+            link: self.link.clone(),
             cas: self.cas.clone(),
             health: self.health.clone(),
             url: self.url.clone(),
         }
-        .connect()
-        .await
     }
 
     /// `Ok(())` when Redis answers and still holds the data it had at start; else why
@@ -283,10 +534,12 @@ impl RedisStore {
 
     fn fail(&self, e: &redis::RedisError) -> StoreError {
         let err = unavailable(&self.url, e);
+        // a read-only server is a demoted master (a failover the probe follows)
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         {
             self.health.set_down(err.to_string());
         }
@@ -296,7 +549,7 @@ impl RedisStore {
 
 /// What the background probe needs (a clone of the connection handle).
 struct ProbeHandle {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     cas: Script,
     health: Arc<Health>,
     url: String,
@@ -305,7 +558,10 @@ struct ProbeHandle {
 impl ProbeHandle {
     /// First contact: refuses a cluster, loads the script, writes/reads the marker.
     async fn connect(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        if self.link.get().is_err() {
+            self.link.resolve().await?;
+        }
+        let mut conn = self.link.get()?;
         let info: String = redis::cmd("INFO")
             .arg("cluster")
             .query_async(&mut conn)
@@ -364,7 +620,35 @@ impl ProbeHandle {
             }
             return;
         };
-        let mut conn = self.conn.clone();
+        if self.link.sentinel.is_some() {
+            // after a failover the old master is gone or a replica: ask the sentinels
+            let master = match self.link.get() {
+                Ok(mut c) => is_master(&mut c).await,
+                Err(_) => false,
+            };
+            if !master {
+                match self.link.resolve().await {
+                    Ok(true) => tracing::warn!(
+                        target: "rotagate::store",
+                        url = %self.url,
+                        master = lock(&self.link.master).as_deref().unwrap_or("-"),
+                        "Redis Sentinel named a new master; connected to it"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.health.set_down(e.to_string());
+                        return;
+                    }
+                }
+            }
+        }
+        let mut conn = match self.link.get() {
+            Ok(c) => c,
+            Err(e) => {
+                self.health.set_down(e.to_string());
+                return;
+            }
+        };
         let seen: Result<Option<String>, _> = conn.get(MARKER).await;
         match seen {
             Err(e) => self.health.set_down(describe(&self.url, &e)),
@@ -423,7 +707,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: &FamilyId) -> Result<Option<FamilyRecord>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get()?;
         let (v, d): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
             .arg(family_key(id))
             .arg("v")
@@ -451,7 +735,7 @@ impl Store for RedisStore {
             Some(_) => 0,
             None => record.expires_at(),
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get()?;
         let out: i64 = self
             .cas
             .key(family_key(id))
@@ -472,7 +756,7 @@ impl Store for RedisStore {
     }
 
     async fn by_subject(&self, subject: &str) -> Result<Vec<(FamilyId, FamilyRecord)>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get()?;
         let skey = format!("{}{subject}", subject_prefix());
         let members: Vec<String> = conn.smembers(&skey).await.map_err(|e| self.fail(&e))?;
         let ids: Vec<FamilyId> = members
@@ -514,7 +798,7 @@ impl Store for RedisStore {
     async fn cleanup(&self, now: u64) -> Result<Cleaned, StoreError> {
         // Redis drops expired families and tombstones by their TTLs; this only counts
         // the live families (SCAN in batches: never blocks the server)
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get()?;
         let mut cursor: u64 = 0;
         let mut cleaned = Cleaned::default();
         loop {
@@ -544,5 +828,48 @@ impl Store for RedisStore {
             cursor = next;
         }
         Ok(cleaned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_are_read_or_refused_with_what_was_expected() {
+        let su = parse_sentinel_url("redis+sentinel://a:1,[::1]:2,b/mymaster/3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            su,
+            SentinelUrl {
+                tls: false,
+                nodes: vec![
+                    ("a".into(), 1),
+                    ("::1".into(), 2),
+                    ("b".into(), SENTINEL_PORT)
+                ],
+                service: "mymaster".into(),
+                db: 3,
+            }
+        );
+        let su = parse_sentinel_url("rediss+sentinel://s/m")
+            .unwrap()
+            .unwrap();
+        assert!(su.tls && su.db == 0 && su.service == "m");
+        assert_eq!(parse_sentinel_url("redis://h:1/0"), Ok(None));
+        for (bad, why) in [
+            ("redis+sentinel://h:1", "no master name"),
+            ("redis+sentinel://h:1/", "no master name"),
+            ("redis+sentinel://h:x/m", "the port"),
+            ("redis+sentinel://,h/m", "empty sentinel address"),
+            ("redis+sentinel://[::1/m", "unclosed"),
+            ("redis+sentinel://h/m/x", "the database"),
+            ("redis+sentinel://h/m/0/more", "more after"),
+            ("redis+sentinel://u@h/m", "store_username"),
+        ] {
+            let e = parse_sentinel_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -175,16 +175,33 @@ pub(super) fn session(
     })
 }
 
+/// The URL schemes of the Redis store.
+const REDIS_SCHEMES: [&str; 4] = [
+    "redis://",
+    "rediss://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
+
 /// `store` and `store_path`.
 fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
     let kind = s.store.as_ref().map(|v| (v, v.get_ref().as_str()));
-    let redis = kind.is_some_and(|(_, k)| k.starts_with("redis://") || k.starts_with("rediss://"));
-    if !redis {
-        for v in [&s.store_username, &s.store_password].into_iter().flatten() {
-            cx.bad_at(
-                v,
-                "`store_username` / `store_password` apply to store = \"redis://…\" only",
-            );
+    let redis_url = kind
+        .map(|(_, k)| k)
+        .filter(|k| REDIS_SCHEMES.iter().any(|p| k.starts_with(p)));
+    if redis_url.is_none() {
+        for (key, v) in [
+            ("store_username", &s.store_username),
+            ("store_password", &s.store_password),
+            ("store_ca", &s.store_ca),
+            ("store_sentinel_password", &s.store_sentinel_password),
+        ] {
+            if let Some(v) = v {
+                cx.bad_at(
+                    v,
+                    format!("`{key}` applies to a Redis store only (store = \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\")"),
+                );
+            }
         }
     }
     match kind {
@@ -196,7 +213,7 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
             let _ = v;
             return StoreSpec::Memory;
         }
-        Some((v, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+        Some((v, url)) if redis_url.is_some() => {
             if let Some(p) = &s.store_path {
                 cx.bad_at(p, "`store_path` applies to store = \"embedded\" only");
             }
@@ -205,7 +222,7 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
         Some((v, other)) => {
             cx.bad_at(
                 v,
-                format!("expected \"embedded\", \"memory\" or \"redis://…\", found {other:?}"),
+                format!("expected \"embedded\", \"memory\", \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\", found {other:?}"),
             );
             return StoreSpec::Memory;
         }
@@ -227,11 +244,13 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
     StoreSpec::Embedded(path)
 }
 
-/// `store = "redis://host:port/db"`: the URL may name a user but never a password (it
-/// would end up in logs and process listings); credentials come from
-/// `store_username` / `store_password` references.
+/// `store = "redis://host:port/db"` (or `rediss://`, or a Sentinel URL): the URL may
+/// name a user but never a password (it would end up in logs and process listings);
+/// credentials come from `store_username` / `store_password` references.
 fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) -> StoreSpec {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", ""));
+    let tls = scheme.starts_with("rediss");
+    let sentinel = scheme.ends_with("+sentinel");
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let (userinfo, host) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -249,20 +268,33 @@ fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) 
         }
         url_user = Some(u.to_string());
     }
-    if host.is_empty() {
-        cx.bad_at(
-            v,
-            format!("expected \"{scheme}://host:port/db\", found no host"),
-        );
-        return StoreSpec::Memory;
-    }
-    if let Some(db) = rest
-        .split_once('/')
-        .map(|(_, d)| d.split(['?', '#']).next().unwrap_or(""))
-    {
-        if !db.is_empty() && db.parse::<u16>().is_err() {
-            cx.bad_at(v, format!("expected a database number after the host (\"{scheme}://host:port/0\"), found {db:?}"));
+    if sentinel {
+        if let Err(e) = crate::store::redis::parse_sentinel_url(url) {
+            cx.bad_at(v, e);
             return StoreSpec::Memory;
+        }
+    } else {
+        if host.is_empty() {
+            cx.bad_at(
+                v,
+                format!("expected \"{scheme}://host:port/db\", found no host"),
+            );
+            return StoreSpec::Memory;
+        }
+        if let Some(db) = rest
+            .split_once('/')
+            .map(|(_, d)| d.split(['?', '#']).next().unwrap_or(""))
+        {
+            if !db.is_empty() && db.parse::<u16>().is_err() {
+                cx.bad_at(v, format!("expected a database number after the host (\"{scheme}://host:port/0\"), found {db:?}"));
+                return StoreSpec::Memory;
+            }
+        }
+        if let Some(p) = &s.store_sentinel_password {
+            cx.bad_at(
+                p,
+                "`store_sentinel_password` applies to store = \"redis+sentinel://…\" only",
+            );
         }
     }
     if url_user.is_some() && s.store_username.is_some() {
@@ -271,12 +303,46 @@ fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) 
             "the user is named twice: in the URL and in `store_username`; keep one",
         );
     }
+    let ca = match &s.store_ca {
+        None => None,
+        Some(r) if !tls => {
+            cx.bad_at(
+                r,
+                "`store_ca` applies to TLS stores only (\"rediss://…\" or \"rediss+sentinel://…\")",
+            );
+            None
+        }
+        Some(r) if !r.get_ref().starts_with("file:") => {
+            cx.bad_at(r, "expected \"file:PATH\" (a PEM CA bundle)");
+            None
+        }
+        Some(r) => cx.secret(r, false).and_then(|pem_bytes| {
+            let bytes = pem_bytes.expose().to_vec();
+            match pem::parse_many(&bytes) {
+                Ok(blocks) if blocks.iter().any(|b| b.tag() == "CERTIFICATE") => Some(bytes),
+                _ => {
+                    cx.bad_at(
+                        r,
+                        "expected a PEM file of CA certificates (\"-----BEGIN CERTIFICATE-----\")",
+                    );
+                    None
+                }
+            }
+        }),
+    };
     let username = s.store_username.as_ref().and_then(|r| cx.secret(r, true));
     let password = s.store_password.as_ref().and_then(|r| cx.secret(r, true));
+    let sentinel_password = s
+        .store_sentinel_password
+        .as_ref()
+        .filter(|_| sentinel)
+        .and_then(|r| cx.secret(r, true));
     StoreSpec::Redis(crate::store::redis::RedisConfig {
         url: url.to_string(),
         username,
         password,
+        ca,
+        sentinel_password,
     })
 }
 

@@ -4,7 +4,8 @@
 # `nice -n 19` (NICE), each until SECONDS or RUNS executions (default 10 million),
 # whichever comes first, with libFuzzer's 10 s per-input timeout and a 2 GB RSS
 # limit. A full campaign (the numbers in fuzz/README.md) is
-# `scripts/fuzz.sh 600`: 17 targets, two at a time, about 90 minutes on 2 cores.
+# `scripts/fuzz.sh 600`: 19 targets, two at a time, at most 95 minutes on 2 cores
+# (a target stops earlier once it reaches 10 million executions).
 #
 # Needs a nightly toolchain (libFuzzer's instrumentation); without one it says so and
 # exits 0: CI does not run it. Crashes, timeouts and OOMs land in
@@ -39,6 +40,7 @@ dict_of() {
         jws_verify | jwe_open | remint) echo dict/token.dict ;;
         path_normalise | return_path | matcher_compile | regex_differential) echo dict/path.dict ;;
         config_load | manifest) echo dict/config.dict ;;
+        vault_handle | vault_claims) echo dict/vault.dict ;;
         *) echo dict/headers.dict ;;
     esac
 }

@@ -190,3 +190,41 @@ fn a_host_is_spelled_by_its_own_authority() {
     let h = HostReading::parse("x:0080").into_host().unwrap();
     assert!(!h.is_spelled(b"x:0080") && h.is_spelled(b"x:80"));
 }
+
+#[path = "../fuzz/src/props.rs"]
+#[allow(dead_code, unused_imports)]
+mod props;
+
+/// Found by `session_cookies` (property: one truth upstream — what is forwarded
+/// verifies again): a valid token sent in a few large chunks, re-minted and re-chunked
+/// at the configured chunk size, needed more than `MAX_CHUNKS` (64) chunks. The app
+/// and rotagate itself would have read the new cookie set as malformed on the very
+/// next request — rotagate's own work ending a session. A re-mint too large to be read
+/// back is not made: the valid session goes on as it came.
+#[test]
+fn a_remint_too_large_to_be_read_back_keeps_the_session_as_it_came() {
+    use rotagate::config::TokenFormat;
+    use rotagate::session::{cookies, Outcome};
+    for format in [TokenFormat::Jwt, TokenFormat::Authjs, TokenFormat::AuthjsV4] {
+        let mut extra = Map::new();
+        extra.insert("pad".into(), Value::from("p".repeat(3200)));
+        let token = props::valid_token(format, &extra, props::NOW);
+        let name = props::engine_cookie(format);
+        // the fixture chunks at 64 characters: the re-mint would need > 64 chunks
+        assert!(token.len() > 64 * cookies::MAX_CHUNKS, "{}", token.len());
+        let header: Vec<String> = cookies::split(name, &token, 2500)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let header = header.join("; ");
+        let now = props::NOW + 769;
+        let d = props::engine(format).process(Some(&header), now, true);
+        assert_eq!(d.outcome, Outcome::Valid, "{format:?}: not re-minted");
+        assert!(
+            d.set_cookies.is_empty(),
+            "{format:?}: {:?}",
+            d.set_cookies.len()
+        );
+        props::engine_on_header(format, &header, now, true);
+    }
+}

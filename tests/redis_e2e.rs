@@ -494,6 +494,17 @@ async fn redis_killed_and_restarted_gives_503s_then_recovers_with_no_session_los
             "",
             "neither the handle nor the app's cookies went upstream"
         );
+        // a logout that cannot be recorded is not claimed: 503, nothing deleted
+        let r = h
+            .client
+            .post(h.url("/.rotagate/logout"))
+            .header("cookie", format!("rg={h2}"))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "a logout the store cannot record");
+        assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
         // /readyz stays ready; the store's state is reported
         let r = h.client.get(h.admin_url("/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -1080,7 +1091,17 @@ async fn behind_sentinel_a_failover_moves_every_session_to_the_new_master() {
 
 #[test]
 fn store_url_and_tls_keys_are_checked_with_their_line() {
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "redis://127.0.0.1:6379/0?password=PWLEAK7",
+            "",
+            "takes no query string or fragment",
+        ),
+        (
+            "Redis://u:PWLEAK10@127.0.0.1:6379/0",
+            "",
+            "found an unsupported URL",
+        ),
         (
             "redis://127.0.0.1:6379/0",
             r#"store_ca = "file:ca.pem""#,

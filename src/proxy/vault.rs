@@ -572,11 +572,13 @@ impl Proxy {
     }
 
     /// The explicit logout endpoint in vault mode: the family of the handle presented
-    /// is revoked (the cookies are deleted by the endpoint's answer whatever happens).
-    pub(super) async fn vault_logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) {
+    /// is revoked. `false` when the store could not say or record it (the endpoint then
+    /// answers 503 and deletes nothing: a copied handle must not outlive a logout the
+    /// user was told had happened).
+    pub(super) async fn vault_logout_endpoint(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
         let rt = ctx.rt.clone();
         let Some(vrt) = rt.vault.as_ref() else {
-            return;
+            return true;
         };
         let merged = hygiene::merged_cookie(&session.req_header().headers);
         let rc = capture::read_request(merged.as_deref(), &vrt.names);
@@ -587,22 +589,26 @@ impl Proxy {
                 .await
             {
                 Ok(Lookup::Session(s)) => {
-                    if let Err(e) = vrt
+                    return match vrt
                         .engine
                         .revoke_family(&s.family, RevokeReason::Logout)
                         .await
                     {
-                        self.note_store_error("logout", &e);
-                    }
-                    return;
+                        Ok(_) => true,
+                        Err(e) => {
+                            self.note_store_error("logout", &e);
+                            false
+                        }
+                    };
                 }
-                Ok(Lookup::Revoked { .. }) => return,
+                Ok(Lookup::Revoked { .. }) => return true,
                 Ok(Lookup::Anonymous(_)) => {}
                 Err(e) => {
                     self.note_store_error("logout", &e);
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 }

@@ -396,8 +396,16 @@ impl SessionEngine {
             .names
             .get(carried.name)
             .map_or(self.cookie.as_str(), String::as_str);
-        let Some(token) = self.seal(&next, name) else {
-            // signing failed (no entropy?): keep the valid session as it is
+        let parts = self
+            .seal(&next, name)
+            .map(|token| cookies::split(name, &token, self.chunk_size))
+            // a new token too large for the chunks anyone reads back (it grew in the
+            // re-mint, or came in fewer, larger chunks) would be malformed on the very
+            // next request: rotagate's own work must never end a session
+            .filter(|parts| parts.len() <= cookies::MAX_CHUNKS);
+        let Some(parts) = parts else {
+            // signing failed (no entropy?), or the re-mint is too large to be read
+            // back: keep the valid session as it is
             return Decision {
                 outcome: Outcome::Valid,
                 claims: Some(Arc::new(claims)),
@@ -407,7 +415,6 @@ impl SessionEngine {
                 limits,
             };
         };
-        let parts = cookies::split(name, &token, self.chunk_size);
         let mut stale: Vec<&str> = kept.iter().map(|(k, _)| *k).collect();
         stale.extend_from_slice(&dead);
         let set_cookies = cookies::set_cookies(

@@ -636,6 +636,11 @@ impl ProbeHandle {
                     ),
                     Ok(false) => {}
                     Err(e) => {
+                        // the connected server is not the master and no sentinel names
+                        // one: stop using it, or logins and revocations would land on a
+                        // (writable) replica and be lost at its next resync
+                        self.link.current.store(None);
+                        *lock(&self.link.master) = None;
                         self.health.set_down(e.to_string());
                         return;
                     }

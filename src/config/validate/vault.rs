@@ -220,9 +220,15 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
             return redis_store(cx, s, v, url);
         }
         Some((v, other)) => {
+            // a URL of another scheme may carry a password: never echo one
+            let found = if other.contains("://") || other.contains('@') {
+                "an unsupported URL (the scheme must be one of these, in lower case)".to_string()
+            } else {
+                format!("{other:?}")
+            };
             cx.bad_at(
                 v,
-                format!("expected \"embedded\", \"memory\", \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\", found {other:?}"),
+                format!("expected \"embedded\", \"memory\", \"redis://…\", \"rediss://…\" or \"redis+sentinel://…\", found {found}"),
             );
             return StoreSpec::Memory;
         }
@@ -256,6 +262,15 @@ fn redis_store(cx: &mut Ctx<'_>, s: &file::SessionFile, v: &file::S, url: &str) 
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
+    if url.contains(['?', '#']) {
+        // rotagate reads no URL parameters; one would only hide a password or an
+        // option that is silently ignored
+        cx.bad_at(
+            v,
+            "a store URL takes no query string or fragment: credentials go in `session.store_username` / `session.store_password`, a private CA in `session.store_ca`",
+        );
+        return StoreSpec::Memory;
+    }
     let mut url_user = None;
     if let Some(u) = userinfo {
         if u.contains(':') {

@@ -174,6 +174,18 @@ pub struct SessionFile {
     pub vault: Option<Spanned<VaultFile>>,
 }
 
+impl SessionFile {
+    /// The keys of the Redis store, by name (each applies to a Redis `store` only).
+    pub fn redis_keys(&self) -> [(&'static str, &Option<S>); 4] {
+        [
+            ("store_username", &self.store_username),
+            ("store_password", &self.store_password),
+            ("store_ca", &self.store_ca),
+            ("store_sentinel_password", &self.store_sentinel_password),
+        ]
+    }
+}
+
 /// `[session.vault]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

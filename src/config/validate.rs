@@ -674,15 +674,12 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
             ),
         }
     }
-    for (key, v) in [
+    let vault_only = [
         ("slack", &s.slack),
         ("store", &s.store),
         ("store_path", &s.store_path),
-        ("store_username", &s.store_username),
-        ("store_password", &s.store_password),
-        ("store_ca", &s.store_ca),
-        ("store_sentinel_password", &s.store_sentinel_password),
-    ] {
+    ];
+    for (key, v) in vault_only.into_iter().chain(s.redis_keys()) {
         if let Some(v) = v {
             cx.bad_at(
                 v,

@@ -278,15 +278,9 @@ impl Proxy {
             // the login could not be ended in the store: saying "logged out" while a
             // copy of the handle still works would be a lie; nothing is deleted, the
             // user tries again
-            respond(
+            super::vault::respond_store_unavailable(
                 session,
-                503,
-                &[
-                    ("content-type", "text/plain; charset=utf-8".to_string()),
-                    ("cache-control", "no-store".to_string()),
-                    ("retry-after", "1".to_string()),
-                ],
-                Bytes::from_static(b"session store unavailable: not logged out yet; try again\n"),
+                b"session store unavailable: not logged out yet; try again\n",
             )
             .await?;
             return Ok(());

@@ -22,6 +22,25 @@ use crate::store::{RevokeReason, StoreError};
 
 use super::{BodyRewrite, Ctx, Proxy};
 
+/// The answer when the session store cannot be used: 503, `Retry-After: 1`, nothing
+/// set or deleted (the browser keeps what it has).
+pub(super) async fn respond_store_unavailable(
+    session: &mut Session,
+    body: &'static [u8],
+) -> Result<()> {
+    respond(
+        session,
+        503,
+        &[
+            ("content-type", "text/plain; charset=utf-8".to_string()),
+            ("cache-control", "no-store".to_string()),
+            ("retry-after", "1".to_string()),
+        ],
+        Bytes::from_static(body),
+    )
+    .await
+}
+
 /// What the request phase found, for the response phase.
 #[derive(Debug, Default)]
 pub(super) struct VaultCtx {
@@ -277,17 +296,7 @@ impl Proxy {
     ) -> Result<bool> {
         self.note_store_error(phase, e);
         let _ = ctx;
-        respond(
-            session,
-            503,
-            &[
-                ("content-type", "text/plain; charset=utf-8".to_string()),
-                ("cache-control", "no-store".to_string()),
-                ("retry-after", "1".to_string()),
-            ],
-            Bytes::from_static(b"session store unavailable; try again\n"),
-        )
-        .await?;
+        respond_store_unavailable(session, b"session store unavailable; try again\n").await?;
         Ok(true)
     }
 

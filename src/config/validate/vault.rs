@@ -190,12 +190,7 @@ fn store(cx: &mut Ctx<'_>, s: &file::SessionFile) -> StoreSpec {
         .map(|(_, k)| k)
         .filter(|k| REDIS_SCHEMES.iter().any(|p| k.starts_with(p)));
     if redis_url.is_none() {
-        for (key, v) in [
-            ("store_username", &s.store_username),
-            ("store_password", &s.store_password),
-            ("store_ca", &s.store_ca),
-            ("store_sentinel_password", &s.store_sentinel_password),
-        ] {
+        for (key, v) in s.redis_keys() {
             if let Some(v) = v {
                 cx.bad_at(
                     v,

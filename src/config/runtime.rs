@@ -64,6 +64,9 @@ pub struct Config {
     pub log: Log,
     /// Warnings found while validating (rules that can never match, …), for `rotagate check`.
     pub warnings: Vec<String>,
+    /// The files this configuration read besides its own file (`file:` references,
+    /// the Server Action manifest), in the order read; watched for changes.
+    pub files: Vec<PathBuf>,
 }
 
 /// `[log]`: what rotagate logs besides warnings and errors.

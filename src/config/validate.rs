@@ -33,6 +33,9 @@ struct Ctx<'a> {
     loc: &'a Locator<'a>,
     dir: PathBuf,
     problems: Vec<Problem>,
+    /// Every file read besides the config file (`file:` references, the manifest):
+    /// the config watcher reloads when one of them changes.
+    files: Vec<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -91,6 +94,7 @@ impl Ctx<'_> {
             }
         } else if let Some(p) = r.strip_prefix("file:") {
             let path = self.dir.join(p);
+            self.files.push(path.clone());
             match std::fs::read(&path) {
                 Ok(mut bytes) => {
                     if trim {
@@ -176,6 +180,7 @@ pub(super) fn validate(
         loc,
         dir,
         problems: Vec::new(),
+        files: Vec::new(),
     };
 
     // [listen]
@@ -321,6 +326,9 @@ pub(super) fn validate(
         .server_reference_manifest
         .as_ref()
         .map(|s| (s, cx.dir.join(s.get_ref())));
+    if let Some((_, path)) = &manifest {
+        cx.files.push(path.clone());
+    }
     let actions = match &manifest {
         Some((s, path)) => read_manifest(path).unwrap_or_else(|why| {
             cx.bad_at(s, format!("cannot use {}: {why}", path.display()));
@@ -610,6 +618,7 @@ pub(super) fn validate(
             access: f.log.access.unwrap_or(true),
         },
         warnings,
+        files: cx.files,
     })
 }
 

@@ -5,7 +5,9 @@
 //! `/config` reports the configuration generation and reload attempts as JSON; with
 //! `?after_attempts=N` it waits (up to 10 s) until more than `N` reload attempts have
 //! been made, so operators and tests can wait for a SIGHUP to take effect instead of
-//! sleeping.
+//! sleeping. It also shows every upstream's addresses and their state (`healthy`,
+//! `ejected`), and with `?after_health_changes=N` waits until more than `N` upstream
+//! health flips happened (`health_changes`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,13 +71,12 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     resp
 }
 
-fn status_json(s: &ReloadStatus) -> String {
+fn status_json(s: &ReloadStatus) -> serde_json::Value {
     serde_json::json!({
         "generation": s.generation,
         "reload_attempts": s.attempts,
         "last_reload_error": s.last_error,
     })
-    .to_string()
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
@@ -215,20 +216,23 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".to_string()),
-        // ready once a configuration is in force and its session store (if any) serves
-        "/readyz" => match shared
-            .current()
-            .vault
-            .as_ref()
-            .map(|v| v.engine.store().ready())
-        {
-            Some(Err(e)) => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("not ready: {e}\n"),
-            ),
-            _ => reply(StatusCode::OK, "text/plain", "ready\n".to_string()),
-        },
+        // ready once a configuration is in force, its session store (if any) serves and
+        // its default upstream (when health-checked) has a healthy address
+        "/readyz" => {
+            let rt = shared.current();
+            let store = match rt.vault.as_ref().map(|v| v.engine.store().ready()) {
+                Some(Err(e)) => Err(e.to_string()),
+                _ => Ok(()),
+            };
+            match store.and_then(|()| rt.upstreams.ready()) {
+                Err(e) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {e}\n"),
+                ),
+                Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".to_string()),
+            }
+        }
         "/metrics" => {
             store_status(shared);
             reply(
@@ -249,20 +253,26 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             ),
         },
         "/config" => {
-            let after = req
-                .uri()
-                .query()
-                .and_then(|q| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix("after_attempts="))
-                })
-                .and_then(|v| v.parse::<u64>().ok());
+            let param = |name: &str| {
+                req.uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(name)))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
             let mut rx = shared.status();
-            if let Some(n) = after {
+            if let Some(n) = param("after_attempts=") {
                 let _ = tokio::time::timeout(LONG_POLL, rx.wait_for(|s| s.attempts > n)).await;
             }
+            let mut health = shared.health_changes();
+            if let Some(n) = param("after_health_changes=") {
+                let _ = tokio::time::timeout(LONG_POLL, health.wait_for(|c| *c > n)).await;
+            }
             let s = rx.borrow().clone();
-            reply(StatusCode::OK, "application/json", status_json(&s))
+            let changes = *health.borrow();
+            let mut v = status_json(&s);
+            v["health_changes"] = serde_json::json!(changes);
+            v["upstreams"] = shared.current().upstreams.status_json();
+            reply(StatusCode::OK, "application/json", format!("{v}"))
         }
         _ => reply(
             StatusCode::NOT_FOUND,

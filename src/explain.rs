@@ -146,6 +146,24 @@ pub fn explain(cfg: &Config, req: &ExplainRequest) -> Result<String, String> {
             let _ = writeln!(out, "=> {method} {normalised} matches no rule: proxied with hygiene only, no session work");
         }
     }
+    let ui = first
+        .and_then(|i| cfg.routes.get(i))
+        .map_or(0, |r| r.upstream);
+    if let Some(up) = cfg.upstreams.get(ui) {
+        let urls: Vec<&str> = up.urls.iter().map(|u| u.url.as_str()).collect();
+        let why = match first {
+            Some(_) if ui != 0 => "the route's `upstream`",
+            Some(_) => "the route names none: the default, [upstream]",
+            None => "no route matched: the default, [upstream]",
+        };
+        let _ = writeln!(
+            out,
+            "upstream: {:?} ({why}): {}{}",
+            up.name,
+            urls.join(", "),
+            if urls.len() > 1 { " (round robin)" } else { "" }
+        );
+    }
     if let Some(v) = cfg.session.as_ref().and_then(|s| s.mode.vault()) {
         let bypass = first
             .and_then(|i| cfg.routes.get(i))

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics of one proxy instance (its own registry, so tests can run several).
@@ -52,6 +52,75 @@ pub struct Metrics {
     pub session_events: IntCounterVec,
     /// Vault metrics (DESIGN §4.2).
     pub vault: VaultMetrics,
+    /// Upstream address metrics.
+    pub upstreams: UpstreamMetrics,
+}
+
+/// Per-upstream, per-address metrics. `address` is the `host:port` of the URL as
+/// written in the configuration.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// `rotagate_upstream_healthy{upstream,address}`: 1 while active health checks
+    /// (if any) hold the address healthy, else 0.
+    pub healthy: IntGaugeVec,
+    /// `rotagate_upstream_health_checks_total{upstream,address,result}`: probes by
+    /// `result` (`pass`, `fail`).
+    pub health_checks: IntCounterVec,
+    /// `rotagate_upstream_connect_failures_total{upstream,address}`: connections that
+    /// could not be made (refused, timed out, TLS refused); each ejects the address for
+    /// `eject_for` when the upstream has another.
+    pub connect_failures: IntCounterVec,
+    /// `rotagate_upstream_retries_total{upstream}`: requests sent again to another
+    /// address after a connect failure.
+    pub retries: IntCounterVec,
+}
+
+impl UpstreamMetrics {
+    fn new() -> UpstreamMetrics {
+        UpstreamMetrics {
+            healthy: IntGaugeVec::new(
+                Opts::new(
+                    "rotagate_upstream_healthy",
+                    "1 while an upstream address passes its health checks (or has none), else 0",
+                ),
+                &["upstream", "address"],
+            )
+            .expect("static metric definition"),
+            health_checks: IntCounterVec::new(
+                Opts::new(
+                    "rotagate_upstream_health_checks_total",
+                    "Upstream health probes, by result (pass, fail)",
+                ),
+                &["upstream", "address", "result"],
+            )
+            .expect("static metric definition"),
+            connect_failures: IntCounterVec::new(
+                Opts::new(
+                    "rotagate_upstream_connect_failures_total",
+                    "Connections to an upstream address that could not be made",
+                ),
+                &["upstream", "address"],
+            )
+            .expect("static metric definition"),
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "rotagate_upstream_retries_total",
+                    "Idempotent requests sent to another address after a connect failure",
+                ),
+                &["upstream"],
+            )
+            .expect("static metric definition"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.healthy.clone()),
+            Box::new(self.health_checks.clone()),
+            Box::new(self.connect_failures.clone()),
+            Box::new(self.retries.clone()),
+        ]
+    }
 }
 
 /// Vault mode's metrics: how handles rotate, how often a predecessor was accepted and
@@ -273,6 +342,7 @@ impl Metrics {
             IntGauge::new("rotagate_connections_open", "Client connections open now")
                 .expect("static metric definition");
         let vault = VaultMetrics::new();
+        let upstreams = UpstreamMetrics::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -290,6 +360,7 @@ impl Metrics {
         ]
         .into_iter()
         .chain(vault.collectors())
+        .chain(upstreams.collectors())
         {
             registry.register(c).expect("metric names are unique");
         }
@@ -308,6 +379,7 @@ impl Metrics {
             connections_open,
             session_events,
             vault,
+            upstreams,
         }
     }
 

@@ -1,12 +1,10 @@
 //! The state shared by the proxy and the admin listener: the configuration in force
 //! (swapped atomically on reload), metrics and the clock.
 
-use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::upstreams::peer::HttpPeer;
 use tokio::sync::watch;
 
 use crate::access::ActionIndex;
@@ -28,8 +26,9 @@ pub struct Runtime {
     pub config: Config,
     /// 1 for the configuration loaded at start, +1 per successful reload.
     pub generation: u64,
-    /// The upstream peer, resolved and with its timeouts set.
-    pub peer: HttpPeer,
+    /// The upstreams (index 0 the default), resolved, with their live state and
+    /// health checks.
+    pub upstreams: crate::upstreams::Upstreams,
     /// The session engine, when `[session]` is configured in reissue mode.
     pub session: Option<SessionEngine>,
     /// The vault engine and names, when `[session]` is configured in vault mode.
@@ -57,15 +56,13 @@ impl Runtime {
 /// Why a runtime could not be built from a valid configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The upstream host did not resolve.
-    #[error("{file}: `upstream.url`: cannot resolve {authority}: {reason}")]
+    /// An upstream host did not resolve.
+    #[error("{file}: {source}")]
     Resolve {
         /// Config file.
         file: String,
-        /// host:port.
-        authority: String,
-        /// Resolver message.
-        reason: String,
+        /// Which upstream and address.
+        source: crate::upstreams::ResolveError,
     },
     /// The session keys could not be loaded.
     #[error("{file}: {source}")]
@@ -136,6 +133,10 @@ pub struct Env {
     /// The metrics.
     pub metrics: Metrics,
     store: std::sync::Mutex<Option<(StoreConfig, Arc<dyn Store>)>>,
+    /// Upstream address states, handed from one generation to the next.
+    upstream_states: crate::upstreams::StateRegistry,
+    /// Health check flips so far (every generation's), for `/config` long-polls.
+    health_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Env {
@@ -151,6 +152,8 @@ impl Env {
             clock,
             metrics: Metrics::new(),
             store: std::sync::Mutex::new(None),
+            upstream_states: Default::default(),
+            health_changes: watch::channel(0).0,
         }
     }
 
@@ -250,26 +253,9 @@ fn vault_runtime(config: &Config, env: &Env) -> Result<Option<VaultRuntime>, Run
 }
 
 impl Runtime {
-    /// Derives the run-time pieces from a validated configuration. The upstream host is
-    /// resolved here, once per load, not per request.
+    /// Derives the run-time pieces from a validated configuration. The upstream hosts
+    /// are resolved here, once per load, not per request.
     pub fn build(config: Config, generation: u64, env: &Env) -> Result<Runtime, RuntimeError> {
-        let up = &config.upstream;
-        let resolve_err = |reason: String| RuntimeError::Resolve {
-            file: config.source.display().to_string(),
-            authority: up.authority.clone(),
-            reason,
-        };
-        let addr = up
-            .authority
-            .to_socket_addrs()
-            .map_err(|e| resolve_err(e.to_string()))?
-            .next()
-            .ok_or_else(|| resolve_err("no address".to_string()))?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        peer.options.write_timeout = Some(up.write_timeout);
-        peer.options.idle_timeout = Some(up.idle_timeout);
         let session = match &config.session {
             Some(s) if s.mode.reissue().is_some() => Some(SessionEngine::new(s).map_err(
                 |source| RuntimeError::Session {
@@ -320,10 +306,21 @@ impl Runtime {
             .map(|_| RouteMetrics::default())
             .collect();
         let loop_breaker = loop_breaker(&config);
+        // last: it adopts the address states and starts the health checks, which a
+        // failure above would leave behind for nothing
+        let sink = crate::upstreams::HealthSink {
+            metrics: env.metrics.upstreams.clone(),
+            changes: env.health_changes.clone(),
+        };
+        let upstreams = crate::upstreams::Upstreams::build(&config, &env.upstream_states, &sink)
+            .map_err(|source| RuntimeError::Resolve {
+                file: config.source.display().to_string(),
+                source,
+            })?;
         Ok(Runtime {
             config,
             generation,
-            peer,
+            upstreams,
             session,
             vault,
             logout_targets,
@@ -410,6 +407,11 @@ impl Shared {
         self.current.load_full()
     }
 
+    /// The count of upstream health flips so far, and a receiver to wait for the next.
+    pub fn health_changes(&self) -> watch::Receiver<u64> {
+        self.env.health_changes.subscribe()
+    }
+
     /// Reload status, and a receiver to wait for the next change.
     pub fn status(&self) -> watch::Receiver<ReloadStatus> {
         self.status.subscribe()
@@ -440,6 +442,9 @@ impl Shared {
                     );
                 }
                 self.current.store(Arc::new(rt));
+                // the old generation's health checks end now, not when its last
+                // request does: the new one probes the same addresses
+                old.upstreams.stop();
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_generation.set(next_gen as i64);
                 tracing::info!(generation = next_gen, "configuration reloaded");

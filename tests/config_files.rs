@@ -119,7 +119,7 @@ fn bypass_with_require_is_an_error() {
 
 #[test]
 fn several_problems_are_all_reported() {
-    let e = err("[listen]\naddress = \"nowhere\"\n[upstream]\nurl = \"https://app\"\nconnect_timeout = \"2 s\"\n");
+    let e = err("[listen]\naddress = \"nowhere\"\n[upstream]\nurl = \"ftp://app\"\nconnect_timeout = \"2 s\"\n");
     let lines: Vec<&str> = e.lines().collect();
     assert_eq!(lines.len(), 3, "{e}");
     assert!(
@@ -127,7 +127,7 @@ fn several_problems_are_all_reported() {
         "{e}"
     );
     assert!(
-        lines[1].contains("`upstream.url`: TLS to the upstream is not supported yet"),
+        lines[1].contains("`upstream.url`: expected a URL like"),
         "{e}"
     );
     assert!(

@@ -15,8 +15,11 @@ pub struct FileConfig {
     /// `[listen]`.
     #[serde(default)]
     pub listen: ListenFile,
-    /// `[upstream]`.
-    pub upstream: UpstreamFile,
+    /// `[upstream]`: the default upstream.
+    pub upstream: Spanned<UpstreamFile>,
+    /// `[upstreams.NAME]`: further upstreams that routes choose by name.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, Spanned<UpstreamFile>>,
     /// `[admin]`.
     pub admin: Option<AdminFile>,
     /// `[nextjs]`.
@@ -86,12 +89,28 @@ pub struct LogFile {
     pub access: Option<bool>,
 }
 
-/// `[upstream]`.
+/// `[upstream]` and each `[upstreams.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
-    /// `url`.
-    pub url: S,
+    /// `url`: one address.
+    pub url: Option<S>,
+    /// `urls`: several addresses of one app, chosen in turn.
+    pub urls: Option<Spanned<Vec<S>>>,
+    /// `ca`: `file:` reference to a PEM CA bundle for `https://` URLs.
+    pub ca: Option<S>,
+    /// `eject_for`: how long an address that refused a connection is skipped.
+    pub eject_for: Option<S>,
+    /// `health_path`: the path active health checks request.
+    pub health_path: Option<S>,
+    /// `health_interval`.
+    pub health_interval: Option<S>,
+    /// `health_timeout`.
+    pub health_timeout: Option<S>,
+    /// `healthy_threshold`.
+    pub healthy_threshold: Option<Spanned<i64>>,
+    /// `unhealthy_threshold`.
+    pub unhealthy_threshold: Option<Spanned<i64>>,
     /// `connect_timeout`.
     pub connect_timeout: Option<S>,
     /// `read_timeout`.
@@ -335,6 +354,8 @@ pub struct RouteFile {
     pub on_401: Option<S>,
     /// `on_403`.
     pub on_403: Option<S>,
+    /// `upstream`: the name of an `[upstreams.NAME]` (default: `[upstream]`).
+    pub upstream: Option<S>,
 }
 
 /// `match`: one item or a list, as Next's `config.matcher`.

@@ -7,7 +7,7 @@
 //!     "[upstream]\nurl = \"http://127.0.0.1:3000\"\n",
 //!     std::path::Path::new("inline.toml"),
 //! ).unwrap();
-//! assert_eq!(cfg.upstream.authority, "127.0.0.1:3000");
+//! assert_eq!(cfg.upstream().urls[0].authority, "127.0.0.1:3000");
 //! ```
 
 pub mod file;

@@ -42,8 +42,9 @@ pub struct Config {
     pub source: PathBuf,
     /// `[listen]`.
     pub listen: Listen,
-    /// `[upstream]`.
-    pub upstream: Upstream,
+    /// `[upstream]` first (index 0, named [`DEFAULT_UPSTREAM`]), then each
+    /// `[upstreams.NAME]` in name order; [`Route::upstream`] indexes this.
+    pub upstreams: Vec<Upstream>,
     /// `[admin]`; `None` when the section is absent (no admin listener).
     pub admin: Option<Admin>,
     /// `[nextjs]`.
@@ -67,6 +68,13 @@ pub struct Config {
     /// The files this configuration read besides its own file (`file:` references,
     /// the Server Action manifest), in the order read; watched for changes.
     pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The default upstream, `[upstream]`: requests no route sends elsewhere go there.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstreams[0]
+    }
 }
 
 /// `[log]`: what rotagate logs besides warnings and errors.
@@ -199,15 +207,34 @@ impl Origin {
     }
 }
 
-/// `[upstream]`: the one app behind the proxy.
+/// The name of the default upstream (`[upstream]`) in metrics, `/config` and `explain`;
+/// routes may also name it in `upstream = "default"`.
+pub const DEFAULT_UPSTREAM: &str = "default";
+/// Most addresses one upstream may list in `urls`.
+pub const MAX_UPSTREAM_URLS: usize = 64;
+/// Default `eject_for`: how long an address that failed to connect is skipped.
+pub const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(10);
+/// Default `health_interval`: time between two probes of one address.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `health_timeout`: how long one probe may take (connect and answer).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `healthy_threshold`: passed probes in a row that make an address healthy.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Default `unhealthy_threshold`: failed probes in a row that make an address unhealthy.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// `[upstream]` (the default upstream) or one `[upstreams.NAME]`: one app behind the
+/// proxy, at one or several addresses.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// `url` as written (e.g. `http://127.0.0.1:3000`), for messages.
-    pub url: String,
-    /// `host:port` to connect to (resolved by the proxy per connection).
-    pub authority: String,
-    /// Connect with TLS (`https://`). Not supported in this build: validation rejects it.
+    /// [`DEFAULT_UPSTREAM`] for `[upstream]`, else the `NAME` of `[upstreams.NAME]`.
+    pub name: String,
+    /// `url`, or each of `urls`, in file order (at least one).
+    pub urls: Vec<UpstreamUrl>,
+    /// Connect with TLS (`https://`; every URL of one upstream has the same scheme).
     pub tls: bool,
+    /// `ca`: the DER certificates TLS connections trust instead of the system roots.
+    pub ca: Option<Vec<Vec<u8>>>,
     /// `connect_timeout` (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
     /// `read_timeout` (default [`DEFAULT_READ_TIMEOUT`]).
@@ -216,6 +243,37 @@ pub struct Upstream {
     pub write_timeout: Duration,
     /// `idle_timeout` for pooled keep-alive connections (default [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`]).
     pub idle_timeout: Duration,
+    /// `eject_for` (default [`DEFAULT_EJECT_FOR`]): an address that failed to connect is
+    /// skipped this long (only when the upstream has another address to use).
+    pub eject_for: Duration,
+    /// Active health checks, when `health_path` is set.
+    pub health: Option<HealthCheck>,
+}
+
+/// One address of an upstream, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// The URL as written (e.g. `http://127.0.0.1:3000`), for messages.
+    pub url: String,
+    /// `host:port` to connect to (resolved once per configuration load).
+    pub authority: String,
+    /// The host (IPv6 without brackets): the TLS server name and the probes' `Host`.
+    pub host: String,
+}
+
+/// Active health checks of an upstream's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `health_path`: requested with `GET`; a 2xx or 3xx answer passes.
+    pub path: String,
+    /// `health_interval` (default [`DEFAULT_HEALTH_INTERVAL`]).
+    pub interval: Duration,
+    /// `health_timeout` (default [`DEFAULT_HEALTH_TIMEOUT`], at most the interval).
+    pub timeout: Duration,
+    /// `healthy_threshold` (default [`DEFAULT_HEALTHY_THRESHOLD`]).
+    pub healthy_threshold: u32,
+    /// `unhealthy_threshold` (default [`DEFAULT_UNHEALTHY_THRESHOLD`]).
+    pub unhealthy_threshold: u32,
 }
 
 /// `[admin]`: health, readiness and metrics listener.
@@ -264,6 +322,8 @@ pub struct Route {
     pub require: Option<Require>,
     /// `on_deny`: what a request that fails `require.claims` gets (default 403).
     pub on_deny: OnDeny,
+    /// `upstream`: index into [`Config::upstreams`] (default 0, `[upstream]`).
+    pub upstream: usize,
 }
 
 impl Route {

@@ -16,6 +16,7 @@ use super::{ConfigError, Locator, Problem};
 use crate::matcher::{Condition, ConditionKind, MatcherSpec, NextOptions, RuleSet, SourceSpec};
 use crate::secret::Secret;
 
+mod upstreams;
 mod vault;
 
 /// Default `rotate_every`.
@@ -269,24 +270,8 @@ pub(super) fn validate(
     let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
     let limits = conn_limits(&mut cx, &f.listen);
 
-    // [upstream]
-    let up = &f.upstream;
-    let (authority, tls) = match parse_upstream_url(up.url.get_ref()) {
-        Ok(a) => a,
-        Err(why) => {
-            cx.bad_at(&up.url, why);
-            (String::new(), false)
-        }
-    };
-    let upstream = Upstream {
-        url: up.url.get_ref().clone(),
-        authority,
-        tls,
-        connect_timeout: cx.duration(&up.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
-        read_timeout: cx.duration(&up.read_timeout, DEFAULT_READ_TIMEOUT),
-        write_timeout: cx.duration(&up.write_timeout, DEFAULT_WRITE_TIMEOUT),
-        idle_timeout: cx.duration(&up.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT),
-    };
+    // [upstream], [upstreams.NAME]
+    let upstreams = upstreams::upstreams(&mut cx, &f.upstream, &f.upstreams);
 
     // [admin]
     let admin = f
@@ -503,7 +488,8 @@ pub(super) fn validate(
     let mut routes = Vec::with_capacity(f.route.len());
     let mut specs = Vec::with_capacity(f.route.len());
     for (i, r) in f.route.iter().enumerate() {
-        let (route, spec) = route(&mut cx, i, r);
+        let (mut route, spec) = route(&mut cx, i, r);
+        route.upstream = upstreams::route_upstream(&mut cx, &r.upstream, &upstreams);
         routes.push(route);
         specs.push(spec);
     }
@@ -605,7 +591,7 @@ pub(super) fn validate(
             case_insensitive_paths,
             limits,
         },
-        upstream,
+        upstreams,
         admin,
         nextjs,
         routes,
@@ -1121,6 +1107,7 @@ fn route(cx: &mut Ctx<'_>, i: usize, r: &file::RouteFile) -> (Route, MatcherSpec
         on_403,
         require,
         on_deny,
+        upstream: 0,
     };
     (
         route,
@@ -1184,34 +1171,6 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
             serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
         }
     }
-}
-
-/// `http://host[:port]` → (`host:port`, tls).
-fn parse_upstream_url(url: &str) -> Result<(String, bool), String> {
-    let expected = format!("expected a URL like \"http://127.0.0.1:3000\", found {url:?}");
-    let uri: http::Uri = url.parse().map_err(|_| expected.clone())?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("TLS to the upstream is not supported yet: use an http:// URL (the upstream is normally on a private network or loopback)".to_string()),
-        _ => return Err(expected),
-    }
-    if uri
-        .path_and_query()
-        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
-    {
-        return Err(format!(
-            "expected no path or query in the upstream URL, found {url:?}"
-        ));
-    }
-    let auth = uri.authority().ok_or_else(|| expected.clone())?;
-    if auth.as_str().contains('@') {
-        return Err(format!(
-            "expected no credentials in the upstream URL, found {url:?}"
-        ));
-    }
-    let host = auth.host();
-    let port = auth.port_u16().unwrap_or(80);
-    Ok((format!("{host}:{port}"), false))
 }
 
 /// `listen.allowed_hosts`: `name`, `*.domain` or either with `:port`; only meaningful
@@ -1371,12 +1330,6 @@ mod tests {
         );
         assert!(parse_origin("https://x.com/path").is_err());
         assert!(parse_origin("ftp://x.com").is_err());
-        assert_eq!(parse_upstream_url("http://app:3000").unwrap().0, "app:3000");
-        assert_eq!(parse_upstream_url("http://app").unwrap().0, "app:80");
-        assert!(parse_upstream_url("https://app")
-            .unwrap_err()
-            .contains("TLS"));
-        assert!(parse_upstream_url("http://app/x").is_err());
     }
 
     #[test]

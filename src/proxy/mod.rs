@@ -68,6 +68,8 @@ pub struct Ctx {
     /// Set by the gate when some `require` applied to this request (its route's, or
     /// those of a Server Action's owners): the response is never for shared caches.
     held_to_require: bool,
+    /// The upstream and addresses this request tried.
+    attempt: crate::upstreams::Attempt,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -174,6 +176,7 @@ impl ProxyHttp for Proxy {
             host: None,
             preflight: false,
             held_to_require: false,
+            attempt: Default::default(),
         }
     }
 
@@ -195,8 +198,34 @@ impl ProxyHttp for Proxy {
         self.request(session, ctx).await
     }
 
+    /// The matched route's upstream (the default one without a route), and the next of
+    /// its addresses; called again for each retry.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(ctx.rt.peer.clone()))
+        let ui = ctx
+            .route
+            .and_then(|i| ctx.rt.config.routes.get(i))
+            .map_or(0, |r| r.upstream);
+        ctx.attempt.upstream = ui;
+        let peer = ctx.rt.upstreams.get(ui).choose(&mut ctx.attempt);
+        Ok(Box::new(peer.clone()))
+    }
+
+    /// A connection to the chosen address could not be made (refused, timed out, TLS
+    /// refused): nothing of the request was sent. The address is ejected for a while,
+    /// and an idempotent request goes to another address of the upstream (bounded);
+    /// any other request, a POST above all, is never sent twice.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let idempotent = session.req_header().method.is_idempotent();
+        let up = ctx.rt.upstreams.get(ctx.attempt.upstream);
+        let retry = up.connect_failed(&mut ctx.attempt, idempotent);
+        e.set_retry(retry);
+        e
     }
 
     /// Rewrites the request for the upstream: strips spoofable and hop-by-hop headers,

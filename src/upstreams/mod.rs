@@ -153,7 +153,13 @@ impl UpstreamRt {
         let i = if n == 1 {
             0
         } else {
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            // a request takes one turn of the round; its retries go on from the
+            // address that failed instead of taking turns of other requests
+            let start = if attempt.tried == 0 {
+                self.next.fetch_add(1, Ordering::Relaxed)
+            } else {
+                attempt.address + 1
+            };
             select::pick(n, start % n, attempt.tried, |i| {
                 self.addresses[i].state.usable()
             })

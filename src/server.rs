@@ -104,6 +104,8 @@ impl RunningProxy {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
+        // no more requests: the upstream health checks end too
+        self.shared.current().upstreams.stop();
     }
 }
 

@@ -4,6 +4,12 @@
 //!
 //! A single-address upstream (the common pass-through case) costs a request what it
 //! did before: one peer clone, no lock, no clock read, no counter.
+//!
+//! NOTE: pingora-load-balancing's `Backends`/`RoundRobin` are not used: they keep
+//! backends behind an `ArcSwap` updated by their own discovery and health loop, where
+//! here the set is fixed per configuration generation and its state must carry over a
+//! reload, be counted per address in our metrics and decide `/readyz`; the selection
+//! they would give is the few lines of [`select::pick`].
 
 pub mod health;
 pub mod select;

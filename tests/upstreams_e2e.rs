@@ -108,8 +108,8 @@ async fn a_refusing_address_is_retried_for_gets_never_for_posts() {
     let before = good.count();
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        // a fresh client each: the proxy closes the connection after a 502
-        let r = client()
+        let r = h
+            .client
             .post(h.url("/write"))
             .body("x=1")
             .send()
@@ -269,9 +269,8 @@ async fn https_upstreams_are_verified_against_their_ca() {
     assert_eq!(body(h.get("/secure").await).await, (200, "over tls".into()));
     // a certificate from another CA, one for another name, and the test CA against
     // the system roots: each refused before any request is sent
-    // (a fresh client each: the proxy closes the connection after a 502)
     for path in ["/untrusted", "/misnamed", "/system"] {
-        let r = client().get(h.url(path)).send().await.unwrap();
+        let r = h.client.get(h.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 502, "{path}");
     }
     assert_eq!(good_served.load(Ordering::SeqCst), 1);
@@ -636,4 +635,29 @@ fn defaults_are_the_documented_ones() {
     assert!(api.tls && api.ca.is_none() && api.health.is_none());
     assert_eq!(api.urls[0].authority, "api.internal:443");
     assert_eq!(api.urls[0].host, "api.internal");
+}
+
+#[tokio::test]
+async fn an_error_answer_on_a_keep_alive_connection_says_it_closes() {
+    let dead = refusing_addr().await;
+    let extra = format!(
+        "[upstreams.dead]\nurl = \"http://{dead}\"\n[[route]]\nmatch = \"/dead\"\nupstream = \"dead\"\n"
+    );
+    let h = Harness::start(upstream_ok().await, &extra).await;
+    // two requests on one connection: the 502 ends it, and says so
+    let mut s = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\nGET /dead HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_response(&mut s).await;
+    let second = read_one_response(&mut s).await;
+    assert!(first.contains("Connection: keep-alive"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 502"), "{second}");
+    assert!(second.contains("Connection: close"), "{second}");
+    // a pooled client's next request then goes on a new connection and is answered
+    for p in ["/ok", "/dead", "/dead", "/ok"] {
+        assert!(h.client.get(h.url(p)).send().await.is_ok(), "{p}");
+    }
+    h.shutdown().await;
 }

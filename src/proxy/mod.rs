@@ -325,6 +325,9 @@ impl ProxyHttp for Proxy {
         };
         self.log_failure(e, code, ctx);
         if code > 0 && session.response_written().is_none() {
+            // the connection closes after this answer (`can_reuse_downstream: false`):
+            // say so, or a keep-alive client sends its next request into a closing socket
+            session.set_keepalive(None);
             let text = StatusCode::from_u16(code)
                 .ok()
                 .and_then(|s| s.canonical_reason())

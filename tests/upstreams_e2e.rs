@@ -203,6 +203,15 @@ async fn tls_upstream(
     pki: &Pki,
     name: &'static str,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    tls_upstream_with(pki, name, Arc::new(|_| 200)).await
+}
+
+/// Like [`tls_upstream`], answering with the status `status(path)` gives.
+async fn tls_upstream_with(
+    pki: &Pki,
+    name: &'static str,
+    status: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -225,15 +234,16 @@ async fn tls_upstream(
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, served) = (acceptor.clone(), served2.clone());
+            let (acceptor, served, status) = (acceptor.clone(), served2.clone(), status.clone());
             tokio::spawn(async move {
                 // a client that refuses the certificate ends the handshake: not an error here
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(move |_req| {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                     served.fetch_add(1, Ordering::SeqCst);
-                    async move { Ok::<_, std::convert::Infallible>(text(200, name)) }
+                    let code = status(req.uri().path());
+                    async move { Ok::<_, std::convert::Infallible>(text(code, name)) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -278,10 +288,59 @@ async fn https_upstreams_are_verified_against_their_ca() {
     h.shutdown().await;
 }
 
+#[tokio::test]
+async fn health_probes_over_tls_trust_what_requests_trust() {
+    let trusted = pki(&["127.0.0.1"]);
+    let stranger = pki(&["127.0.0.1"]);
+    let up_flag = Arc::new(AtomicBool::new(false));
+    let flag = up_flag.clone();
+    let (good, _) = tls_upstream_with(
+        &trusted,
+        "secure",
+        Arc::new(move |_| {
+            if flag.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            }
+        }),
+    )
+    .await;
+    let (untrusted, _) = tls_upstream(&stranger, "untrusted").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &trusted.ca_pem).unwrap();
+    let health = "health_path = \"/h\"\nhealth_interval = \"200ms\"\nhealth_timeout = \"200ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+    let extra = format!(
+        "[upstreams.secure]\nurl = \"https://{good}\"\nca = \"file:ca.pem\"\n{health}\n\
+         [upstreams.untrusted]\nurl = \"https://{untrusted}\"\nca = \"file:ca.pem\"\n{health}\n"
+    );
+    let h = Harness::start_in(dir, upstream_ok().await, &extra).await;
+    // both go down: one answers 503, the other's certificate is refused
+    let cfg = within("both down", config_json(&h, "?after_health_changes=1")).await;
+    let healthy = |cfg: &serde_json::Value, name: &str| {
+        cfg["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .map(|u| u["addresses"][0]["healthy"].clone())
+            .unwrap()
+    };
+    assert_eq!(healthy(&cfg, "secure"), false, "{cfg}");
+    assert_eq!(healthy(&cfg, "untrusted"), false, "{cfg}");
+    // the trusted one answers 200 again: a probe over TLS with the `ca` passes
+    up_flag.store(true, Ordering::SeqCst);
+    let cfg = within("secure up", config_json(&h, "?after_health_changes=2")).await;
+    assert_eq!(cfg["health_changes"], 3, "{cfg}");
+    assert_eq!(healthy(&cfg, "secure"), true, "{cfg}");
+    assert_eq!(healthy(&cfg, "untrusted"), false, "{cfg}");
+    h.shutdown().await;
+}
+
 /// The complete config of the health tests: the default upstream health-checked.
 fn health_config(up: SocketAddr) -> String {
     format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://{up}\"\nhealth_path = \"/healthz\"\nhealth_interval = \"50ms\"\nhealth_timeout = \"50ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 2\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://{up}\"\nhealth_path = \"/healthz\"\nhealth_interval = \"100ms\"\nhealth_timeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 2\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
     )
 }
 
@@ -647,10 +706,13 @@ async fn an_error_answer_on_a_keep_alive_connection_says_it_closes() {
     // two requests on one connection: the 502 ends it, and says so
     let mut s = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
     use tokio::io::AsyncWriteExt as _;
-    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\nGET /dead HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
     let first = read_one_response(&mut s).await;
+    s.write_all(b"GET /dead HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
     let second = read_one_response(&mut s).await;
     assert!(first.contains("Connection: keep-alive"), "{first}");
     assert!(second.starts_with("HTTP/1.1 502"), "{second}");

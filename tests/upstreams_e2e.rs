@@ -445,7 +445,7 @@ async fn an_unhealthy_address_gets_no_requests_while_another_is_healthy() {
     .await;
     let well = named("well").await;
     let extra = format!(
-        "[upstreams.pair]\nurls = [\"http://{}\", \"http://{}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"50ms\"\nhealth_timeout = \"50ms\"\nunhealthy_threshold = 1\n\n[[route]]\nmatch = \"/:p*\"\nupstream = \"pair\"\n",
+        "[upstreams.pair]\nurls = [\"http://{}\", \"http://{}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"200ms\"\nhealth_timeout = \"200ms\"\nunhealthy_threshold = 1\n\n[[route]]\nmatch = \"/:p*\"\nupstream = \"pair\"\n",
         sick.addr, well.addr
     );
     let h = Harness::start(upstream_ok().await, &extra).await;

@@ -429,3 +429,39 @@ fn peer(up: &Upstream, index: usize, addr: std::net::SocketAddr, host: &str) -> 
     }
     peer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, addr: &str, path: Option<&str>) -> StateKey {
+        (name.into(), addr.into(), path.map(str::to_string))
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_addresses_it_keeps() {
+        let reg = StateRegistry::default();
+        let (first, gone) =
+            reg.adopt(&[key("app", "a:1", Some("/h")), key("app", "b:1", Some("/h"))]);
+        assert!(gone.is_empty());
+        first[0].healthy.store(false, Ordering::Relaxed);
+        // same address and path: the same state; another path: a fresh one
+        let (next, gone) =
+            reg.adopt(&[key("app", "a:1", Some("/h")), key("app", "b:1", Some("/x"))]);
+        assert!(Arc::ptr_eq(&first[0], &next[0]));
+        assert!(!next[0].healthy());
+        assert!(!Arc::ptr_eq(&first[1], &next[1]));
+        assert!(next[1].healthy(), "new addresses start healthy");
+        assert_eq!(gone, vec![key("app", "b:1", Some("/h"))]);
+    }
+
+    #[test]
+    fn ejection_lasts_until_its_deadline() {
+        let s = AddrState::new();
+        assert!(s.usable());
+        s.ejected_until.store(now_ms() + 60_000, Ordering::Relaxed);
+        assert!(s.ejected() && !s.usable());
+        s.ejected_until.store(1, Ordering::Relaxed);
+        assert!(!s.ejected());
+    }
+}

@@ -51,6 +51,8 @@ pub struct StartOptions {
     pub config_path: Option<PathBuf>,
     /// Longest wait for in-flight requests on shutdown.
     pub drain_timeout: Duration,
+    /// Reload when the config file or a file it reads changes (needs `config_path`).
+    pub watch: bool,
 }
 
 impl Default for StartOptions {
@@ -59,6 +61,7 @@ impl Default for StartOptions {
             clock: Arc::new(SystemClock),
             config_path: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            watch: false,
         }
     }
 }
@@ -157,6 +160,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         }
         None => None,
     };
+
+    if let (true, Some(path)) = (opts.watch, opts.config_path.clone()) {
+        tokio::spawn(crate::watch::run(shared.clone(), path, stop_rx.clone()));
+    }
 
     let limits = runtime_limits(&shared);
     // NOTE: as pingora's own Server does, connections run on single-threaded runtimes

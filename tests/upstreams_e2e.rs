@@ -212,6 +212,25 @@ async fn tls_upstream_with(
     name: &'static str,
     status: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let s = serve_tls(pki, "127.0.0.1".parse().unwrap(), name, status).await;
+    (s.addr, s.served)
+}
+
+/// A running https test upstream.
+struct TlsServer {
+    addr: SocketAddr,
+    /// Requests answered.
+    served: Arc<std::sync::atomic::AtomicUsize>,
+    /// The server name (SNI) of each handshake that completed.
+    sni: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+async fn serve_tls(
+    pki: &Pki,
+    bind: std::net::IpAddr,
+    name: &'static str,
+    status: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+) -> TlsServer {
     use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -225,21 +244,30 @@ async fn tls_upstream_with(
     )
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind((bind, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served2 = served.clone();
+    let sni: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let (served2, sni2) = (served.clone(), sni.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, served, status) = (acceptor.clone(), served2.clone(), status.clone());
+            let (acceptor, served, status, sni) = (
+                acceptor.clone(),
+                served2.clone(),
+                status.clone(),
+                sni2.clone(),
+            );
             tokio::spawn(async move {
                 // a client that refuses the certificate ends the handshake: not an error here
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                sni.lock()
+                    .unwrap()
+                    .push(tls.get_ref().1.server_name().map(str::to_string));
                 let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                     served.fetch_add(1, Ordering::SeqCst);
                     let code = status(req.uri().path());
@@ -251,7 +279,29 @@ async fn tls_upstream_with(
             });
         }
     });
-    (addr, served)
+    TlsServer { addr, served, sni }
+}
+
+#[tokio::test]
+async fn the_server_name_is_the_url_host() {
+    // where `localhost` resolves first here (127.0.0.1 or ::1): the proxy connects there
+    let ip = std::net::ToSocketAddrs::to_socket_addrs("localhost:1")
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip();
+    let pki = pki(&["localhost"]);
+    let server = serve_tls(&pki, ip, "by name", Arc::new(|_| 200)).await;
+    let port = server.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let extra = format!(
+        "[upstreams.named]\nurl = \"https://localhost:{port}\"\nca = \"file:ca.pem\"\n\n[[route]]\nmatch = \"/n\"\nupstream = \"named\"\n"
+    );
+    let h = Harness::start_in(dir, upstream_ok().await, &extra).await;
+    assert_eq!(body(h.get("/n").await).await, (200, "by name".into()));
+    assert_eq!(*server.sni.lock().unwrap(), [Some("localhost".to_string())]);
+    h.shutdown().await;
 }
 
 #[tokio::test]

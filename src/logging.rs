@@ -49,8 +49,10 @@ pub enum LogFormat {
 /// Libraries whose debug and trace lines print whole request or response headers
 /// (pingora: "Sending header to upstream {req:?}", "Response header: {resp:?}", raw
 /// header bytes of an unparsable request). They never log below `info`, whatever
-/// `RUST_LOG` says: a debugging session must not write session cookies to disk.
-const CAPPED: [&str; 3] = ["pingora", "h2", "hyper"];
+/// `RUST_LOG` says: a debugging session must not write session cookies to disk. mio
+/// (its `log` feature comes with the file watcher) and rustls are capped too: their
+/// trace lines are poller tokens and handshake steps, noise in a debugging session.
+const CAPPED: [&str; 5] = ["pingora", "h2", "hyper", "mio", "rustls"];
 
 /// The filter used when `RUST_LOG` is not set.
 ///

@@ -35,6 +35,10 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Take the listening sockets over from the rotagate running on
+        /// `listen.upgrade_socket` (zero-downtime upgrade); fails if none runs there.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file and warn about rules that can never match.
     Check {
@@ -101,10 +105,10 @@ enum SessionsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             // held to the end of `main`: dropping it writes out the queued log lines
             let _log = logging::init(cli.log_format);
-            match rotagate::cli::run(&config) {
+            match rotagate::cli::run(&config, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rotagate: {e}");

@@ -1,0 +1,381 @@
+//! Zero-downtime upgrades with the real binary: `rotagate run --upgrade` takes the
+//! listening sockets over from the running process while two clients keep sending —
+//! one opening a connection per request, one on keep-alive that reconnects after a
+//! clean `Connection: close` — and not one request goes without a response.
+//! Synchronisation is on real events: the clients' response counts, the announce lines
+//! of the new process, the old process's exit. Which process answered is read from each
+//! process's own access log (one line per request on its own stderr).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// A `rotagate run` process: its announced addresses and its stderr lines.
+struct Proc {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `rotagate run -c config [--upgrade]` and reads its announce lines.
+    fn start(config: &Path, upgrade: bool) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotagate"));
+        cmd.args(["--log-format", "json", "run", "-c"]).arg(config);
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut addr_of = |prefix: &str| -> SocketAddr {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let rest = line.trim().strip_prefix(prefix).unwrap_or_else(|| {
+                let errs: Vec<String> = stderr.try_iter().collect();
+                panic!("unexpected line {line:?}; stderr: {errs:#?}")
+            });
+            rest.parse().unwrap()
+        };
+        let proxy = addr_of("rotagate: proxy listening on http://");
+        let admin = addr_of("rotagate: admin listening on http://");
+        Proc {
+            child,
+            proxy,
+            admin,
+            stderr,
+        }
+    }
+
+    /// Waits (bounded) for the process to exit: its stderr closes when it does. Returns
+    /// whether it exited 0, and every line it wrote to stderr.
+    fn wait_exit(&mut self) -> (bool, Vec<String>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut lines = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) => lines.push(l),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "process {} did not exit; stderr: {lines:#?}",
+                        self.child.id()
+                    )
+                }
+            }
+        }
+        (self.child.wait().unwrap().success(), lines)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the client loops saw.
+#[derive(Default)]
+struct Tally {
+    /// Requests sent without a complete response (connect failures included).
+    failures: Mutex<Vec<String>>,
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body: (status, `Connection:
+/// close`?). An error when the connection ends before the response is complete.
+async fn read_response(s: &mut TcpStream) -> Result<(u16, bool), String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "closed after {} bytes, before a whole head",
+                buf.len()
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not a response: {head:?}"))?;
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no content-length: {head:?}"))?;
+    let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    while buf.len() < head_end + 4 + len {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("body read: {e}"))?;
+        if n == 0 {
+            return Err("closed inside the body".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((status, close))
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request on a new connection each time, until `stop`.
+async fn new_connection_loop(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    count: watch::Sender<u64>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let one = async {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            s.write_all(
+                b"GET /per-connection HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+            read_response(&mut s).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, one).await {
+            Ok(Ok((200, _))) => count.send_modify(|n| *n += 1),
+            Ok(Ok((status, _))) => tally
+                .failures
+                .lock()
+                .unwrap()
+                .push(format!("A: status {status}")),
+            Ok(Err(e)) => tally.failures.lock().unwrap().push(format!("A: {e}")),
+            Err(_) => tally
+                .failures
+                .lock()
+                .unwrap()
+                .push("A: no response within 10 s".into()),
+        }
+    }
+}
+
+/// Requests on one keep-alive connection; a new connection only after a response said
+/// `Connection: close`. Returns how many such clean closes it saw.
+async fn keep_alive_loop(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    count: watch::Sender<u64>,
+) -> u64 {
+    let mut conn: Option<TcpStream> = None;
+    let mut clean_closes = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let mut s = match conn.take() {
+            Some(s) => s,
+            None => match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tally
+                        .failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("B: connect: {e}"));
+                    continue;
+                }
+            },
+        };
+        let one = async {
+            s.write_all(b"GET /keep-alive HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            read_response(&mut s).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, one).await {
+            Ok(Ok((200, close))) => {
+                count.send_modify(|n| *n += 1);
+                if close {
+                    clean_closes += 1;
+                } else {
+                    conn = Some(s);
+                }
+            }
+            Ok(Ok((status, _))) => tally
+                .failures
+                .lock()
+                .unwrap()
+                .push(format!("B: status {status}")),
+            Ok(Err(e)) => tally.failures.lock().unwrap().push(format!("B: {e}")),
+            Err(_) => tally
+                .failures
+                .lock()
+                .unwrap()
+                .push("B: no response within 10 s".into()),
+        }
+    }
+    clean_closes
+}
+
+/// Waits until both loops have `more` responses beyond what they had.
+async fn both_answered(a: &mut watch::Receiver<u64>, b: &mut watch::Receiver<u64>, more: u64) {
+    let (ta, tb) = (*a.borrow() + more, *b.borrow() + more);
+    within("new-connection client progresses", a.wait_for(|n| *n >= ta))
+        .await
+        .unwrap();
+    within("keep-alive client progresses", b.wait_for(|n| *n >= tb))
+        .await
+        .unwrap();
+}
+
+fn access_lines(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l.contains("rotagate::access"))
+        .count() as u64
+}
+
+const UPGRADES: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_under_load_lose_no_request() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        config_with_listen(
+            up.addr,
+            &format!("upgrade_socket = {:?}", socket.display().to_string()),
+            "",
+        ),
+    )
+    .unwrap();
+    let mut current = tokio::task::block_in_place(|| Proc::start(&cfg, false));
+    let (proxy, admin) = (current.proxy, current.admin);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let (a_tx, mut a_rx) = watch::channel(0u64);
+    let (b_tx, mut b_rx) = watch::channel(0u64);
+    let a = tokio::spawn(new_connection_loop(
+        proxy,
+        stop.clone(),
+        tally.clone(),
+        a_tx,
+    ));
+    let b = tokio::spawn(keep_alive_loop(proxy, stop.clone(), tally.clone(), b_tx));
+    both_answered(&mut a_rx, &mut b_rx, 20).await;
+
+    let mut answered_by = Vec::new();
+    for _ in 0..UPGRADES {
+        // the successor announces the same addresses: it listens on the same sockets
+        let mut next = tokio::task::block_in_place(|| Proc::start(&cfg, true));
+        assert_eq!((next.proxy, next.admin), (proxy, admin));
+        // the old process stops once the successor accepts, drains and exits 0
+        let (ok, lines) = tokio::task::block_in_place(|| current.wait_exit());
+        assert!(ok, "{lines:#?}");
+        answered_by.push(access_lines(&lines));
+        // the clients go on, now served by the successor only
+        both_answered(&mut a_rx, &mut b_rx, 20).await;
+        std::mem::swap(&mut current, &mut next);
+        drop(next); // exited already
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    within("new-connection client stops", a).await.unwrap();
+    let clean_closes = within("keep-alive client stops", b).await.unwrap();
+    current.signal("TERM");
+    let (ok, lines) = tokio::task::block_in_place(|| current.wait_exit());
+    assert!(ok, "{lines:#?}");
+    answered_by.push(access_lines(&lines));
+
+    let failures = tally.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "requests without a response: {failures:#?}"
+    );
+    // every old process closed the keep-alive connection the clean way
+    assert!(
+        clean_closes >= UPGRADES as u64,
+        "clean closes: {clean_closes}"
+    );
+    // every process answered some requests, and every response is in one of the logs
+    assert!(answered_by.iter().all(|&n| n > 0), "{answered_by:?}");
+    let answered = *a_rx.borrow() + *b_rx.borrow();
+    assert_eq!(answered_by.iter().sum::<u64>(), answered, "{answered_by:?}");
+}
+
+#[tokio::test]
+async fn upgrade_without_a_running_process_fails_clearly() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody.sock");
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        config_with_listen(
+            up.addr,
+            &format!("upgrade_socket = {:?}", socket.display().to_string()),
+            "",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["run", "--upgrade", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no running rotagate to take over from")
+            && stderr.contains(&socket.display().to_string())
+            && stderr.contains("start without --upgrade"),
+        "{stderr}"
+    );
+}

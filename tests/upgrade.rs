@@ -379,3 +379,139 @@ async fn upgrade_without_a_running_process_fails_clearly() {
         "{stderr}"
     );
 }
+
+/// An app that logs in (`/login?user=U` sets `sid`) and echoes the `Cookie` it got.
+async fn vault_app() -> Upstream {
+    upstream(Arc::new(|req| {
+        Box::pin(async move {
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            if req.uri().path() == "/login" {
+                return hyper::Response::builder()
+                    .header("set-cookie", "sid=sess-ada; Path=/; HttpOnly")
+                    .header("x-rotagate-claims", r#"{"sub":"ada"}"#)
+                    .body(full("in"))
+                    .unwrap();
+            }
+            hyper::Response::builder().body(full(cookie)).unwrap()
+        })
+    }))
+    .await
+}
+
+/// The embedded store (one redb file, one process at a time) passes to the successor
+/// when the old process has drained and exited; vault requests that reach the successor
+/// before that wait for the file (up to the store's request wait) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_hands_the_embedded_store_over_without_failing_a_session_request() {
+    let up = vault_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vault.key"),
+        "upgrade-test-key-upgrade-test-key-0123456789",
+    )
+    .unwrap();
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[listen]
+address = "127.0.0.1:0"
+upgrade_socket = "upgrade.sock"
+
+[upstream]
+url = "http://{}"
+
+[admin]
+address = "127.0.0.1:0"
+
+[session]
+mode = "vault"
+rotate_every = "5m"
+store = "embedded"
+store_path = "sessions.redb"
+
+[session.vault]
+capture = ["sid"]
+secrets = ["file:vault.key"]
+
+[[route]]
+name = "app"
+match = "/:path*"
+"#,
+            up.addr
+        ),
+    )
+    .unwrap();
+    let mut old = tokio::task::block_in_place(|| Proc::start(&cfg, false));
+    // a fresh connection per request: none is pooled to the old process
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let login = c
+        .get(format!("http://{}/login", old.proxy))
+        .send()
+        .await
+        .unwrap();
+    let handle = set_cookies(&login)
+        .iter()
+        .find_map(|l| Some(l.strip_prefix("rg=")?.split(';').next()?.to_string()))
+        .expect("a vault handle");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (count_tx, mut count) = watch::channel(0u64);
+    let proxy = old.proxy;
+    let session_loop = tokio::spawn({
+        let (c, stop) = (c.clone(), stop.clone());
+        async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = c
+                    .get(format!("http://{proxy}/page"))
+                    .header("cookie", format!("rg={handle}"))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        let body = r.text().await.unwrap_or_default();
+                        if body == "sid=sess-ada" {
+                            count_tx.send_modify(|n| *n += 1);
+                        } else {
+                            failures.push(format!("the app saw {body:?}"));
+                        }
+                    }
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e}")),
+                }
+            }
+            failures
+        }
+    });
+    let mark = *count.borrow() + 10;
+    within("session requests answered", count.wait_for(|n| *n >= mark))
+        .await
+        .unwrap();
+
+    let mut new = tokio::task::block_in_place(|| Proc::start(&cfg, true));
+    let (ok, lines) = tokio::task::block_in_place(|| old.wait_exit());
+    assert!(ok, "{lines:#?}");
+    // answered by the successor, which holds the store now
+    let mark = *count.borrow() + 10;
+    within("session requests answered", count.wait_for(|n| *n >= mark))
+        .await
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let failures = within("session loop stops", session_loop).await.unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    new.signal("TERM");
+    let (ok, lines) = tokio::task::block_in_place(|| new.wait_exit());
+    assert!(ok, "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("session store opened")),
+        "the successor waited for the file and opened it: {lines:#?}"
+    );
+}

@@ -515,3 +515,36 @@ match = "/:path*"
         "the successor waited for the file and opened it: {lines:#?}"
     );
 }
+
+#[test]
+fn the_upgrade_socket_is_relative_to_the_config_file_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let write = |listen: &str| {
+        let p = dir.path().join("rotagate.toml");
+        std::fs::write(&p, config_with_listen(up, listen, "")).unwrap();
+        p
+    };
+    let cfg = rotagate::config::load(&write("")).unwrap();
+    assert_eq!(
+        cfg.listen.upgrade_socket,
+        Path::new(rotagate::config::DEFAULT_UPGRADE_SOCKET)
+    );
+    let cfg = rotagate::config::load(&write("upgrade_socket = \"run/up.sock\"")).unwrap();
+    assert_eq!(cfg.listen.upgrade_socket, dir.path().join("run/up.sock"));
+
+    let e = rotagate::config::load(&write("upgrade_socket = \"\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rotagate.toml:3:")
+            && e.contains("`listen.upgrade_socket`")
+            && e.contains("Unix socket"),
+        "{e}"
+    );
+    let long = format!("upgrade_socket = \"/{}\"", "a".repeat(120));
+    let e = rotagate::config::load(&write(&long))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 107 bytes"), "{e}");
+}

@@ -548,3 +548,128 @@ fn the_upgrade_socket_is_relative_to_the_config_file_and_checked() {
         .to_string();
     assert!(e.contains("at most 107 bytes"), "{e}");
 }
+
+/// One HTTP/2 frame: (type, flags, stream id, payload).
+type Frame = (u8, u8, u32, Vec<u8>);
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+async fn read_frame(s: &mut TcpStream) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream, payload))
+}
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+
+/// Reads frames until `want` says stop (answering SETTINGS and PING as a client must);
+/// returns the frames read, or `None` when the connection ended first.
+async fn frames_until(s: &mut TcpStream, want: impl Fn(&Frame) -> bool) -> Option<Vec<Frame>> {
+    let mut seen = Vec::new();
+    loop {
+        let f = read_frame(s).await?;
+        match f.0 {
+            SETTINGS if f.1 & ACK == 0 => s.write_all(&frame(SETTINGS, ACK, 0, &[])).await.ok()?,
+            PING if f.1 & ACK == 0 => s.write_all(&frame(PING, ACK, 0, &f.3)).await.ok()?,
+            _ => {}
+        }
+        let done = want(&f);
+        seen.push(f);
+        if done {
+            return Some(seen);
+        }
+    }
+}
+
+/// An HTTP/2 (h2c) connection with a request in flight on the old process: the upgrade
+/// sends it GOAWAY (no error), the request still completes, then the old process closes
+/// the connection and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_gets_goaway_and_its_request_completes() {
+    use tokio::sync::oneshot;
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some((arrived_tx, release_rx))));
+    let up = upstream(Arc::new(move |_req| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            let g = gate.lock().unwrap().take();
+            if let Some((arrived, release)) = g {
+                let _ = arrived.send(());
+                let _ = release.await;
+            }
+            text(200, "finished")
+        })
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        config_with_listen(up.addr, "upgrade_socket = \"upgrade.sock\"", ""),
+    )
+    .unwrap();
+    let mut old = tokio::task::block_in_place(|| Proc::start(&cfg, false));
+
+    // prior-knowledge HTTP/2: preface, empty SETTINGS, GET /slow on stream 1
+    let mut s = TcpStream::connect(old.proxy).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    // HPACK: :method GET, :scheme http (static table), :path and :authority literals
+    let mut block = vec![0x82, 0x86, 0x04, 5];
+    block.extend_from_slice(b"/slow");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"127.0.0.1");
+    out.extend(frame(HEADERS, 0x4 | END_STREAM, 1, &block));
+    s.write_all(&out).await.unwrap();
+    within("request reaches upstream", arrived_rx)
+        .await
+        .unwrap();
+
+    let _new = tokio::task::block_in_place(|| Proc::start(&cfg, true));
+    let goaway = within(
+        "GOAWAY from the old process",
+        frames_until(&mut s, |f| f.0 == GOAWAY),
+    )
+    .await
+    .expect("the connection stayed open until GOAWAY");
+    let g = &goaway.last().unwrap().3;
+    assert_eq!(&g[4..8], &[0, 0, 0, 0], "GOAWAY with NO_ERROR: {g:?}");
+    // no response yet: the request is still in flight at the upstream
+    assert!(!goaway.iter().any(|f| f.0 == HEADERS), "{goaway:?}");
+
+    release_tx.send(()).unwrap();
+    let rest = within(
+        "the response",
+        frames_until(&mut s, |f| f.0 == DATA && f.1 & END_STREAM != 0 && f.2 == 1),
+    )
+    .await
+    .expect("the response came before the connection closed");
+    let body: Vec<u8> = rest
+        .iter()
+        .filter(|f| f.0 == DATA && f.2 == 1)
+        .flat_map(|f| f.3.clone())
+        .collect();
+    assert_eq!(body, b"finished");
+    // then the old process closes the connection and exits 0
+    let closed = within("connection closes", frames_until(&mut s, |_| false)).await;
+    assert!(closed.is_none());
+    let (ok, lines) = tokio::task::block_in_place(|| old.wait_exit());
+    assert!(ok, "{lines:#?}");
+}

@@ -5,7 +5,9 @@
 //! where connections queued on the closing process's socket are dropped).
 //!
 //! The exchange, on the upgrade socket (`listen.upgrade_socket`):
-//! 1. the successor connects (only a process of the same user is served);
+//! 1. the successor connects (only a process of the same user is served) and writes
+//!    [`TAKE_OVER`] (a connection that only probes whether someone listens, and says
+//!    nothing, gets nothing);
 //! 2. the running process sends one message: [`encode_names`] of its listeners, with
 //!    their descriptors attached in the same order;
 //! 3. the successor starts accepting on them (binding anew what its config has and the
@@ -33,9 +35,12 @@ use crate::listeners::{Handover, Listeners};
 
 /// The most listening sockets one handover carries.
 pub const MAX_SOCKETS: usize = 8;
+/// What the successor writes first: it wants the sockets.
+pub const TAKE_OVER: &[u8] = b"rotagate-upgrade 1 take-over\n";
 /// What the successor writes once it accepts on the handed-over sockets.
 pub const ACCEPTING: &[u8] = b"accepting\n";
-/// How long a successor waits for the running process's sockets.
+/// How long a successor waits for the running process's sockets, and the running
+/// process for a connected successor's [`TAKE_OVER`].
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the running process waits for a successor to say [`ACCEPTING`] before it
 /// gives up on it and goes on serving (a successor normally starts in milliseconds).
@@ -167,7 +172,10 @@ impl UpgradeSocket {
                 }
             };
             match hand_over(stream, handover).await {
-                Ok(()) => return,
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::debug!("a connection to the upgrade socket asked for nothing")
+                }
                 Err(e) => tracing::warn!("upgrade abandoned, serving on: {e}"),
             }
         }
@@ -185,9 +193,17 @@ impl UpgradeSocket {
     }
 }
 
-/// The running process's side of one handover.
-async fn hand_over(mut stream: UnixStream, handover: &Handover) -> Result<(), String> {
+/// The running process's side of one handover: `Ok(true)` once the successor accepts,
+/// `Ok(false)` for a connection that did not ask for the sockets.
+async fn hand_over(mut stream: UnixStream, handover: &Handover) -> Result<bool, String> {
     check_peer(&stream)?;
+    let mut request = vec![0u8; TAKE_OVER.len()];
+    match tokio::time::timeout(RECEIVE_TIMEOUT, stream.read_exact(&mut request)).await {
+        Ok(Ok(_)) if request == TAKE_OVER => {}
+        Ok(Ok(_)) => return Err("a successor of another protocol version connected".into()),
+        // closed (a probe) or silent: nothing was asked for
+        Ok(Err(_)) | Err(_) => return Ok(false),
+    }
     let names: Vec<&str> = handover.sockets().iter().map(|(n, _)| *n).collect();
     let fds: Vec<BorrowedFd<'_>> = handover
         .sockets()
@@ -236,7 +252,7 @@ async fn hand_over(mut stream: UnixStream, handover: &Handover) -> Result<(), St
         Ok(Err(e)) => Err(format!("the successor's connection failed: {e}")),
         Ok(Ok(())) if got == ACCEPTING => {
             tracing::info!("the successor accepts: stopping accepting and draining");
-            Ok(())
+            Ok(true)
         }
         Ok(Ok(())) => Err("the successor quit before it accepted (see its own error)".into()),
     }
@@ -268,9 +284,15 @@ pub struct Predecessor {
 /// listening sockets, by name. Fails, with a message saying what to do, when no process
 /// listens there or it does not answer within [`RECEIVE_TIMEOUT`].
 pub async fn take_over(path: &Path) -> Result<(Listeners, Predecessor), String> {
-    let stream = UnixStream::connect(path).await.map_err(|e| {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "--upgrade: no running rotagate to take over from at the upgrade socket {} ({e}); start without --upgrade",
+            path.display()
+        )
+    })?;
+    stream.write_all(TAKE_OVER).await.map_err(|e| {
+        format!(
+            "--upgrade: cannot ask the process at {} for its sockets: {e}",
             path.display()
         )
     })?;

@@ -673,3 +673,40 @@ async fn an_http2_connection_gets_goaway_and_its_request_completes() {
     let (ok, lines) = tokio::task::block_in_place(|| old.wait_exit());
     assert!(ok, "{lines:#?}");
 }
+
+/// A second plain `run` on an upgrade socket in use runs without one (with a warning)
+/// and does not disturb the first, which `--upgrade` then takes over from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_busy_upgrade_socket_leaves_it_to_the_first() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        config_with_listen(up.addr, "upgrade_socket = \"upgrade.sock\"", ""),
+    )
+    .unwrap();
+    let mut first = tokio::task::block_in_place(|| Proc::start(&cfg, false));
+    let mut second = tokio::task::block_in_place(|| Proc::start(&cfg, false));
+    assert_ne!(first.proxy, second.proxy);
+    let next = tokio::task::block_in_place(|| Proc::start(&cfg, true));
+    assert_eq!(next.proxy, first.proxy, "took over from the first");
+    let (ok, lines) = tokio::task::block_in_place(|| first.wait_exit());
+    assert!(ok, "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("upgrade abandoned")),
+        "the second's probe asked for nothing: {lines:#?}"
+    );
+    second.signal("TERM");
+    let (ok, lines) = tokio::task::block_in_place(|| second.wait_exit());
+    assert!(ok, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("is in use by a running rotagate")
+                && l.contains("cannot be upgraded")),
+        "{lines:#?}"
+    );
+    // the second stopping left the upgrade socket to the process that owns it now
+    assert!(dir.path().join("upgrade.sock").exists());
+}

@@ -60,6 +60,8 @@ pub struct StartOptions {
     pub config_path: Option<PathBuf>,
     /// Longest wait for in-flight requests on shutdown.
     pub drain_timeout: Duration,
+    /// Reload when the config file or a file it reads changes (needs `config_path`).
+    pub watch: bool,
 }
 
 impl Default for StartOptions {
@@ -68,6 +70,7 @@ impl Default for StartOptions {
             clock: Arc::new(SystemClock),
             config_path: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            watch: false,
         }
     }
 }
@@ -98,7 +101,7 @@ pub struct RunningProxy {
     pub shared: Arc<Shared>,
     handover: Handover,
     stop: watch::Sender<Option<Duration>>,
-    stop_admin: watch::Sender<bool>,
+    stop_side: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -121,7 +124,7 @@ impl RunningProxy {
     async fn stop_with(self, idle_grace: Duration) {
         // our duplicates would keep the sockets listening (and queueing) until exit
         drop(self.handover);
-        let _ = self.stop_admin.send(true);
+        let _ = self.stop_side.send(true);
         let _ = self.stop.send(Some(idle_grace));
         let _ = self.done.await;
     }
@@ -167,15 +170,20 @@ pub async fn start_with(
     let handover = sockets.finish();
 
     let (stop, stop_rx) = watch::channel(None);
-    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    // the admin listener and the config watcher stop at shutdown too
+    let (stop_side, stop_side_rx) = watch::channel(false);
     let admin_addr = match admin_listener {
         Some((l, configured)) => {
             let addr = local_addr(&l, listeners::ADMIN, configured)?;
-            tokio::spawn(admin::serve(l, shared.clone(), stop_admin_rx));
+            tokio::spawn(admin::serve(l, shared.clone(), stop_side_rx.clone()));
             Some(addr)
         }
         None => None,
     };
+
+    if let (true, Some(path)) = (opts.watch, opts.config_path.clone()) {
+        tokio::spawn(crate::watch::run(shared.clone(), path, stop_side_rx));
+    }
 
     let limits = runtime_limits(&shared);
     // NOTE: as pingora's own Server does, connections run on single-threaded runtimes
@@ -212,7 +220,7 @@ pub async fn start_with(
         shared,
         handover,
         stop,
-        stop_admin,
+        stop_side,
         done,
     })
 }

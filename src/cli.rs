@@ -7,11 +7,26 @@ use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::clock::SystemClock;
+use crate::listeners::Listeners;
 use crate::server::{self, RunningProxy, StartOptions};
+use crate::upgrade::{self, UpgradeSocket};
 
-/// `rotagate run -c FILE`: loads the config, serves until SIGTERM/SIGINT (graceful
-/// drain), reloads on SIGHUP and (`watch`) when the config or a file it reads changes.
-pub fn run(config_path: &Path, watch: bool) -> Result<(), String> {
+/// How `rotagate run` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Reload when the config or a file it reads changes (besides SIGHUP).
+    pub watch: bool,
+    /// Take the listening sockets over from the running process (`--upgrade`).
+    pub upgrade: bool,
+}
+
+/// `rotagate run -c FILE [--upgrade]`: loads the config, serves until SIGTERM/SIGINT
+/// (graceful drain) or until a successor takes over (`--upgrade`, see
+/// [`crate::upgrade`]), reloads on SIGHUP and (`watch`) when the config or a file it
+/// reads changes. With `upgrade`, the listening sockets are taken over from the process
+/// on `listen.upgrade_socket`; without one there, this fails (it does not start fresh:
+/// a deployment step that meant to replace a process should learn that there was none).
+pub fn run(config_path: &Path, run: RunOptions) -> Result<(), String> {
     let cfg = crate::config::load(config_path).map_err(|e| e.to_string())?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -24,15 +39,38 @@ pub fn run(config_path: &Path, watch: bool) -> Result<(), String> {
     rt.block_on(async {
         // handlers first: a SIGHUP that arrives before them would kill the process
         let signals = Signals::install()?;
+        let socket_path = cfg.listen.upgrade_socket.clone();
+        let (sockets, predecessor) = if run.upgrade {
+            let (sockets, predecessor) = upgrade::take_over(&socket_path).await?;
+            (sockets, Some(predecessor))
+        } else {
+            (Listeners::fresh(), None)
+        };
         let opts = StartOptions {
             clock: Arc::new(SystemClock),
             config_path: Some(config_path.to_path_buf()),
-            watch,
+            watch: run.watch,
             ..Default::default()
         };
-        let running = server::start(cfg, opts).await.map_err(|e| e.to_string())?;
+        // on an error here the predecessor sees us go and serves on
+        let running = server::start_with(cfg, opts, sockets)
+            .await
+            .map_err(|e| e.to_string())?;
+        let upgrades = match predecessor {
+            Some(p) => {
+                if let Err(e) = p.accepting().await {
+                    tracing::warn!("{e}");
+                }
+                // the predecessor has our word and stops: its upgrade socket is ours now
+                UpgradeSocket::replace(&socket_path)
+            }
+            None => UpgradeSocket::bind(&socket_path).await,
+        };
+        let upgrades = upgrades
+            .map_err(|e| tracing::warn!("{e}; this process cannot be upgraded with --upgrade"))
+            .ok();
         announce(&running);
-        signals.serve(running).await
+        signals.serve_upgradable(running, upgrades).await
     })
 }
 
@@ -66,19 +104,49 @@ impl Signals {
     }
 
     /// Reloads on SIGHUP until SIGTERM or SIGINT, then drains and returns.
-    pub async fn serve(mut self, running: RunningProxy) -> Result<(), String> {
-        loop {
-            tokio::select! {
-                _ = self.hup.recv() => {
-                    // errors are logged and counted by reload itself; the old config stays
-                    let _ = running.shared.reload().await;
+    pub async fn serve(self, running: RunningProxy) -> Result<(), String> {
+        self.serve_upgradable(running, None).await
+    }
+
+    /// [`Signals::serve`], and also ends when a successor took the listening sockets
+    /// over through `upgrades`: then this process stops accepting, drains and returns.
+    pub async fn serve_upgradable(
+        mut self,
+        running: RunningProxy,
+        upgrades: Option<UpgradeSocket>,
+    ) -> Result<(), String> {
+        let upgraded = {
+            let successor = async {
+                match &upgrades {
+                    Some(u) => u.successor(running.handover()).await,
+                    None => std::future::pending().await,
                 }
-                _ = self.term.recv() => break,
-                _ = self.int.recv() => break,
+            };
+            tokio::pin!(successor);
+            loop {
+                tokio::select! {
+                    _ = self.hup.recv() => {
+                        // errors are logged and counted by reload itself; the old config stays
+                        let _ = running.shared.reload().await;
+                    }
+                    _ = self.term.recv() => break false,
+                    _ = self.int.recv() => break false,
+                    () = &mut successor => break true,
+                }
             }
+        };
+        if upgraded {
+            // the successor owns the upgrade socket's path now: leave it
+            drop(upgrades);
+            tracing::info!("upgraded: draining in-flight requests");
+            running.shutdown_after_upgrade().await;
+        } else {
+            if let Some(u) = upgrades {
+                u.remove();
+            }
+            tracing::info!("shutting down: draining in-flight requests");
+            running.shutdown().await;
         }
-        tracing::info!("shutting down: draining in-flight requests");
-        running.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }

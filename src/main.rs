@@ -35,6 +35,10 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Take the listening sockets over from the rotagate running on
+        /// `listen.upgrade_socket` (zero-downtime upgrade); fails if none runs there.
+        #[arg(long)]
+        upgrade: bool,
         /// Reload on SIGHUP only, not when the config file or a file it reads changes.
         #[arg(long)]
         no_watch: bool,
@@ -119,10 +123,18 @@ enum SessionsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, no_watch } => {
+        Command::Run {
+            config,
+            no_watch,
+            upgrade,
+        } => {
             // held to the end of `main`: dropping it writes out the queued log lines
             let _log = logging::init(cli.log_format);
-            match rotagate::cli::run(&config, !no_watch) {
+            let opts = rotagate::cli::RunOptions {
+                watch: !no_watch,
+                upgrade,
+            };
+            match rotagate::cli::run(&config, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rotagate: {e}");

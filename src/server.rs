@@ -30,6 +30,7 @@ use crate::conn::{
     self,
     stream::{ConnCounters, ConnSlot, GuardedStream},
 };
+use crate::listeners::{self, BindError, Handover, Listeners};
 use crate::proxy::Proxy;
 use crate::state::{Env, Runtime, RuntimeError, Shared};
 
@@ -41,6 +42,14 @@ static WORKERS: std::sync::OnceLock<pingora_runtime::Runtime> = std::sync::OnceL
 
 /// How long a graceful shutdown waits for in-flight requests by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a process that handed its sockets to a successor lets idle keep-alive
+/// connections send one more request (answered with `Connection: close`) before it
+/// closes them. Closing an idle connection at once loses a request the client is
+/// sending at that moment (the keep-alive race); a client that sends nothing within
+/// this time is closed as an idle timeout would. Short, because the embedded session
+/// store passes to the successor only when this process has exited.
+pub const UPGRADE_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// How to start a proxy.
 #[derive(Debug, Clone)]
@@ -70,15 +79,8 @@ impl Default for StartOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The configuration could not be turned into a runtime.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -97,23 +99,56 @@ pub struct RunningProxy {
     pub admin_addr: Option<SocketAddr>,
     /// The shared state (reload, metrics).
     pub shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    handover: Handover,
+    stop: watch::Sender<Option<Duration>>,
+    stop_side: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl RunningProxy {
-    /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the drain
-    /// timeout), close idle keep-alive connections, then return.
+    /// Graceful shutdown: stop accepting, close idle keep-alive connections, let
+    /// in-flight requests finish (up to the drain timeout), then return.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.stop_with(Duration::ZERO).await;
+    }
+
+    /// Shutdown after a successor took over the listening sockets (see
+    /// [`crate::upgrade`]): stop accepting (the successor accepts on the same sockets,
+    /// so nothing queued is lost), answer the next request of every keep-alive
+    /// connection with `Connection: close` (HTTP/2: GOAWAY), close those still idle after
+    /// [`UPGRADE_IDLE_GRACE`], let in-flight requests finish (up to the drain timeout).
+    pub async fn shutdown_after_upgrade(self) {
+        self.stop_with(UPGRADE_IDLE_GRACE).await;
+    }
+
+    async fn stop_with(self, idle_grace: Duration) {
+        // our duplicates would keep the sockets listening (and queueing) until exit
+        drop(self.handover);
+        let _ = self.stop_side.send(true);
+        let _ = self.stop.send(Some(idle_grace));
         let _ = self.done.await;
         // no more requests: the upstream health checks end too
         self.shared.current().upstreams.stop();
+    }
+
+    /// The listening sockets, by name, for a successor (`rotagate run --upgrade`).
+    pub fn handover(&self) -> &Handover {
+        &self.handover
     }
 }
 
 /// Binds the listeners and starts serving `config` on the current tokio runtime.
 pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, StartError> {
+    start_with(config, opts, Listeners::fresh()).await
+}
+
+/// [`start`] on the sockets a predecessor handed over where they match the config
+/// (`rotagate run --upgrade`); the others are bound.
+pub async fn start_with(
+    config: Config,
+    opts: StartOptions,
+    mut sockets: Listeners,
+) -> Result<RunningProxy, StartError> {
     let listen = config.listen.address;
     let admin_cfg = config.admin.clone();
     let h2c = config.listen.h2c;
@@ -127,42 +162,29 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         .map_err(|e| StartError::Task(e.to_string()))??;
     let shared = Arc::new(Shared::new(runtime, env, opts.config_path.clone()));
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "proxy",
-            addr: listen,
-            source,
-        })?;
-    let proxy_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        what: "proxy",
-        addr: listen,
-        source,
-    })?;
+    // every listener is bound through `sockets` (it hands them on at an upgrade)
+    let listener = sockets.bind(listeners::PROXY, listen).await?;
+    let proxy_addr = local_addr(&listener, listeners::PROXY, listen)?;
+    let admin_listener = match &admin_cfg {
+        Some(a) => Some((sockets.bind(listeners::ADMIN, a.address).await?, a.address)),
+        None => None,
+    };
+    let handover = sockets.finish();
 
-    let (stop, stop_rx) = watch::channel(false);
-    let admin_addr = match admin_cfg {
-        Some(a) => {
-            let l = TcpListener::bind(a.address)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "admin",
-                    addr: a.address,
-                    source,
-                })?;
-            let addr = l.local_addr().map_err(|source| StartError::Bind {
-                what: "admin",
-                addr: a.address,
-                source,
-            })?;
-            tokio::spawn(admin::serve(l, shared.clone(), stop_rx.clone()));
+    let (stop, stop_rx) = watch::channel(None);
+    // the admin listener and the config watcher stop at shutdown too
+    let (stop_side, stop_side_rx) = watch::channel(false);
+    let admin_addr = match admin_listener {
+        Some((l, configured)) => {
+            let addr = local_addr(&l, listeners::ADMIN, configured)?;
+            tokio::spawn(admin::serve(l, shared.clone(), stop_side_rx.clone()));
             Some(addr)
         }
         None => None,
     };
 
     if let (true, Some(path)) = (opts.watch, opts.config_path.clone()) {
-        tokio::spawn(crate::watch::run(shared.clone(), path, stop_rx.clone()));
+        tokio::spawn(crate::watch::run(shared.clone(), path, stop_side_rx));
     }
 
     let limits = runtime_limits(&shared);
@@ -198,9 +220,20 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         proxy_addr,
         admin_addr,
         shared,
+        handover,
         stop,
+        stop_side,
         done,
     })
+}
+
+fn local_addr(
+    l: &TcpListener,
+    name: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| BindError { name, addr, source }.into())
 }
 
 /// One pingora proxy service over `shared`, with rotagate's server and HTTP/2 options.
@@ -259,7 +292,7 @@ async fn accept_loop(
     apps: Vec<Arc<HttpProxy<Proxy>>>,
     workers: &'static pingora_runtime::Runtime,
     opts: AcceptOptions,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Duration>>,
     drain_timeout: Duration,
 ) {
     // pingora's own shutdown watch: true tells sessions not to keep connections alive
@@ -285,7 +318,7 @@ async fn accept_loop(
                         },
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}
                         changed = stop.changed() => {
-                            if changed.is_err() || *stop.borrow() {
+                            if changed.is_err() || stop.borrow().is_some() {
                                 break 'accept;
                             }
                         }
@@ -313,7 +346,7 @@ async fn accept_loop(
                         tokio::select! {
                             _ = tokio::time::sleep(pause) => {}
                             changed = stop.changed() => {
-                                if changed.is_err() || *stop.borrow() {
+                                if changed.is_err() || stop.borrow().is_some() {
                                     break 'accept;
                                 }
                             }
@@ -350,19 +383,29 @@ async fn accept_loop(
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
+                if changed.is_err() || stop.borrow().is_some() {
                     break;
                 }
             }
         }
     }
     drop(listener);
+    let idle_grace = stop.borrow().unwrap_or_default().min(drain_timeout);
+    let started = tokio::time::Instant::now();
+    // from now on answers say `Connection: close` and HTTP/2 connections get GOAWAY
     let _ = pingora_shutdown_tx.send(true);
+    if !idle_grace.is_zero() {
+        // keep-alive connections get to send their next request (see UPGRADE_IDLE_GRACE)
+        let _ = tokio::time::timeout(idle_grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+    }
     // wakes keep-alive connections idling in read_request so they close now
     for app in &apps {
         app.cleanup().await;
     }
-    let drained = tokio::time::timeout(drain_timeout, async {
+    let drained = tokio::time::timeout(drain_timeout.saturating_sub(started.elapsed()), async {
         while conns.join_next().await.is_some() {}
     })
     .await;

@@ -79,6 +79,8 @@ pub struct ListenFile {
     pub max_connections: Option<Spanned<i64>>,
     /// `h2_max_concurrent_streams`.
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    /// `upgrade_socket`.
+    pub upgrade_socket: Option<S>,
 }
 
 /// `[log]`.

@@ -13,6 +13,11 @@ use crate::secret::Secret;
 
 /// Default proxy listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default `listen.upgrade_socket`, as pingora's own default (`/tmp/pingora_upgrade.sock`):
+/// several rotagate processes on one host each need their own.
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/rotagate-upgrade.sock";
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the closing NUL).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 /// Default limit of a request header block, in bytes (larger → 431).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default limit for reading one request's whole header block, from its first byte
@@ -118,6 +123,10 @@ pub struct Listen {
     pub case_insensitive_paths: bool,
     /// Time limits and counts that keep slow or greedy clients from holding the proxy.
     pub limits: ConnLimits,
+    /// `upgrade_socket` (default [`DEFAULT_UPGRADE_SOCKET`]; relative to the config
+    /// file's directory): the Unix socket where `rotagate run --upgrade` takes the
+    /// listening sockets over from the running process (see [`crate::upgrade`]).
+    pub upgrade_socket: std::path::PathBuf,
 }
 
 /// `[listen]` connection limits (DESIGN §10 "bounded work per request").

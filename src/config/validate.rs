@@ -268,6 +268,7 @@ pub(super) fn validate(
         }
     };
     let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
+    let upgrade_socket = upgrade_socket(&mut cx, f.listen.upgrade_socket.as_ref());
     let limits = conn_limits(&mut cx, &f.listen);
 
     // [upstream], [upstreams.NAME]
@@ -590,6 +591,7 @@ pub(super) fn validate(
             path_strictness,
             case_insensitive_paths,
             limits,
+            upgrade_socket,
         },
         upstreams,
         admin,
@@ -1171,6 +1173,23 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
             serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
         }
     }
+}
+
+/// `listen.upgrade_socket`: a path (relative to the config file's directory) short
+/// enough for a Unix socket.
+fn upgrade_socket(cx: &mut Ctx<'_>, s: Option<&S>) -> std::path::PathBuf {
+    let Some(s) = s else {
+        return DEFAULT_UPGRADE_SOCKET.into();
+    };
+    let v = s.get_ref();
+    let path = cx.dir.join(v);
+    let len = path.as_os_str().len();
+    if v.is_empty() || v.ends_with('/') {
+        cx.bad_at(s, format!("expected a file path for a Unix socket, like \"/run/rotagate/upgrade.sock\", found {v:?}"));
+    } else if len > MAX_UNIX_SOCKET_PATH {
+        cx.bad_at(s, format!("expected a path of at most {MAX_UNIX_SOCKET_PATH} bytes (a Unix socket's limit), found {len} bytes ({})", path.display()));
+    }
+    path
 }
 
 /// `listen.allowed_hosts`: `name`, `*.domain` or either with `:port`; only meaningful

@@ -1,0 +1,453 @@
+//! Zero-downtime upgrades: a running process hands its listening sockets to its
+//! successor (`rotagate run --upgrade`) over a Unix socket, as file descriptors
+//! (SCM_RIGHTS), as pingora's own graceful upgrade does. Both processes then hold the
+//! same sockets: nothing queued in the kernel's backlog is lost (unlike `SO_REUSEPORT`,
+//! where connections queued on the closing process's socket are dropped).
+//!
+//! The exchange, on the upgrade socket (`listen.upgrade_socket`):
+//! 1. the successor connects (only a process of the same user is served) and writes
+//!    [`TAKE_OVER`] (a connection that only probes whether someone listens, and says
+//!    nothing, gets nothing);
+//! 2. the running process sends one message: [`encode_names`] of its listeners, with
+//!    their descriptors attached in the same order;
+//! 3. the successor starts accepting on them (binding anew what its config has and the
+//!    message had not), then writes [`ACCEPTING`];
+//! 4. the running process then stops accepting, drains and exits, and the successor
+//!    listens on the upgrade socket for its own successor.
+//!
+//! A successor that quits before step 3 leaves the running process as it was.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::listeners::{Handover, Listeners};
+
+/// The most listening sockets one handover carries.
+pub const MAX_SOCKETS: usize = 8;
+/// What the successor writes first: it wants the sockets.
+pub const TAKE_OVER: &[u8] = b"rotagate-upgrade 1 take-over\n";
+/// What the successor writes once it accepts on the handed-over sockets.
+pub const ACCEPTING: &[u8] = b"accepting\n";
+/// How long a successor waits for the running process's sockets, and the running
+/// process for a connected successor's [`TAKE_OVER`].
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the running process waits for a successor to say [`ACCEPTING`] before it
+/// gives up on it and goes on serving (a successor normally starts in milliseconds).
+pub const ACCEPTING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first line of the handover message: protocol and version.
+const HELLO: &str = "rotagate-upgrade 1";
+/// The last line of the handover message.
+const END: &str = "end";
+/// Longest handover message (names are short).
+const MAX_MESSAGE: usize = 1024;
+
+/// The handover message for listeners named `names`: the hello line, one name a line,
+/// the end line.
+pub fn encode_names(names: &[&str]) -> Vec<u8> {
+    let mut s = String::from(HELLO);
+    s.push('\n');
+    for n in names {
+        s.push_str(n);
+        s.push('\n');
+    }
+    s.push_str(END);
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// The listener names of a handover message, or why it is not one this version reads.
+pub fn decode_names(message: &[u8]) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(message).map_err(|_| "the message is not text".to_string())?;
+    let mut lines = text
+        .strip_suffix('\n')
+        .ok_or("the message is incomplete")?
+        .split('\n');
+    match lines.next() {
+        Some(HELLO) => {}
+        other => {
+            return Err(format!(
+                "expected {HELLO:?} (the same protocol version), found {:?}",
+                other
+                    .unwrap_or_default()
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            ))
+        }
+    }
+    let mut names: Vec<String> = lines.map(str::to_string).collect();
+    if names.pop().as_deref() != Some(END) {
+        return Err("the message is incomplete".into());
+    }
+    if names.len() > MAX_SOCKETS {
+        return Err(format!("{} listeners, at most {MAX_SOCKETS}", names.len()));
+    }
+    for n in &names {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(format!("{n:?} is not a listener name"));
+        }
+    }
+    Ok(names)
+}
+
+/// The upgrade socket of a running process: where its successor connects.
+#[derive(Debug)]
+pub struct UpgradeSocket {
+    path: PathBuf,
+    listener: UnixListener,
+    /// (device, inode) of the socket file we made, so we remove only our own.
+    file_id: (u64, u64),
+}
+
+impl UpgradeSocket {
+    /// Listens at `path`. A socket file nobody listens on (left by a process that was
+    /// killed) is replaced; one a live process listens on is an error: that process
+    /// is the one to upgrade, with `--upgrade`.
+    pub async fn bind(path: &Path) -> Result<UpgradeSocket, String> {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(format!(
+                "the upgrade socket {} is in use by a running rotagate (start this one with `--upgrade` to take over from it, or give it its own `listen.upgrade_socket`)",
+                path.display()
+            ));
+        }
+        Self::replace(path)
+    }
+
+    /// Listens at `path`, replacing whatever socket file is there: the successor takes
+    /// the upgrade socket over from the process it took the listeners from.
+    pub fn replace(path: &Path) -> Result<UpgradeSocket, String> {
+        let what = |e: io::Error| {
+            format!(
+                "cannot listen on the upgrade socket {}: {e}",
+                path.display()
+            )
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(what(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(what)?;
+        // whoever can connect gets our listening sockets: the owner only (peers are
+        // checked too, see `successor`)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(what)?;
+        let meta = std::fs::metadata(path).map_err(what)?;
+        Ok(UpgradeSocket {
+            path: path.to_path_buf(),
+            listener,
+            file_id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// The socket file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for a successor, hands it the sockets of `handover` and returns once it
+    /// accepts on them. A successor that fails before that is logged, and the next one
+    /// is waited for; this process serves on meanwhile.
+    pub async fn successor(&self, handover: &Handover) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade socket accept failed");
+                    // e.g. EMFILE: do not spin
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match hand_over(stream, handover).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::debug!("a connection to the upgrade socket asked for nothing")
+                }
+                Err(e) => tracing::warn!("upgrade abandoned, serving on: {e}"),
+            }
+        }
+    }
+
+    /// Removes the socket file if it is still ours (a process that stops without a
+    /// successor). After a handover the successor owns the path: do not call this.
+    pub fn remove(self) {
+        let ours = std::fs::metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.file_id)
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The running process's side of one handover: `Ok(true)` once the successor accepts,
+/// `Ok(false)` for a connection that did not ask for the sockets.
+async fn hand_over(mut stream: UnixStream, handover: &Handover) -> Result<bool, String> {
+    check_peer(&stream)?;
+    let mut request = vec![0u8; TAKE_OVER.len()];
+    match tokio::time::timeout(RECEIVE_TIMEOUT, stream.read_exact(&mut request)).await {
+        Ok(Ok(_)) if request == TAKE_OVER => {}
+        Ok(Ok(_)) => return Err("a successor of another protocol version connected".into()),
+        // closed (a probe) or silent: nothing was asked for
+        Ok(Err(_)) | Err(_) => return Ok(false),
+    }
+    let names: Vec<&str> = handover.sockets().iter().map(|(n, _)| *n).collect();
+    let fds: Vec<BorrowedFd<'_>> = handover
+        .sockets()
+        .iter()
+        .map(|(_, fd)| fd.as_fd())
+        .collect();
+    let message = encode_names(&names);
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+                return Err(io::Error::other("too many listeners to hand over"));
+            }
+            rustix::net::sendmsg(
+                &stream,
+                &[IoSlice::new(&message)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(io::Error::from)
+        })
+        .await
+        .map_err(|e| format!("cannot send the listening sockets: {e}"))?;
+    if sent != message.len() {
+        return Err("the handover message was cut short".into());
+    }
+    tracing::info!(listeners = ?names, "listening sockets handed to a successor; waiting for it to accept");
+    let mut got = Vec::with_capacity(ACCEPTING.len());
+    let read = async {
+        let mut byte = [0u8; 1];
+        while got.len() < ACCEPTING.len() {
+            let n = stream.read(&mut byte).await?;
+            if n == 0 {
+                break;
+            }
+            got.push(byte[0]);
+        }
+        Ok::<_, io::Error>(())
+    };
+    match tokio::time::timeout(ACCEPTING_TIMEOUT, read).await {
+        Err(_) => Err(format!(
+            "the successor did not start accepting within {} s",
+            ACCEPTING_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("the successor's connection failed: {e}")),
+        Ok(Ok(())) if got == ACCEPTING => {
+            tracing::info!("the successor accepts: stopping accepting and draining");
+            Ok(true)
+        }
+        Ok(Ok(())) => Err("the successor quit before it accepted (see its own error)".into()),
+    }
+}
+
+/// Only a process of our own user (or root) may have our sockets.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let peer = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| format!("cannot tell who connected to the upgrade socket: {e}"))?;
+    let me = rustix::process::geteuid();
+    if peer.uid == me || peer.uid.is_root() {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused a connection from uid {} to the upgrade socket (this process runs as uid {})",
+            peer.uid.as_raw(),
+            me.as_raw()
+        ))
+    }
+}
+
+/// The successor's end of the exchange, held until it accepts on the sockets.
+#[derive(Debug)]
+pub struct Predecessor {
+    stream: UnixStream,
+}
+
+/// Connects to the process listening on the upgrade socket at `path` and receives its
+/// listening sockets, by name. Fails, with a message saying what to do, when no process
+/// listens there or it does not answer within [`RECEIVE_TIMEOUT`].
+pub async fn take_over(path: &Path) -> Result<(Listeners, Predecessor), String> {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "--upgrade: no running rotagate to take over from at the upgrade socket {} ({e}); start without --upgrade",
+            path.display()
+        )
+    })?;
+    stream.write_all(TAKE_OVER).await.map_err(|e| {
+        format!(
+            "--upgrade: cannot ask the process at {} for its sockets: {e}",
+            path.display()
+        )
+    })?;
+    let received = tokio::time::timeout(RECEIVE_TIMEOUT, receive(&stream))
+        .await
+        .map_err(|_| {
+            format!(
+                "--upgrade: the process at {} did not hand over its sockets within {} s",
+                path.display(),
+                RECEIVE_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("--upgrade: from {}: {e}", path.display()))?;
+    let listeners = Listeners::inherit(received)?;
+    Ok((listeners, Predecessor { stream }))
+}
+
+/// Reads the handover message and its descriptors.
+async fn receive(stream: &UnixStream) -> Result<Vec<(String, OwnedFd)>, String> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let (n, truncated, fds) = stream
+        .async_io(Interest::READABLE, || {
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+                .map_err(io::Error::from)?;
+            let mut fds = Vec::new();
+            for m in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = m {
+                    fds.extend(rights);
+                }
+            }
+            let truncated = r.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+            Ok((r.bytes, truncated, fds))
+        })
+        .await
+        .map_err(|e| format!("cannot receive the listening sockets: {e}"))?;
+    if n == 0 {
+        return Err(
+            "the process closed the connection without handing over (another upgrade took over?)"
+                .into(),
+        );
+    }
+    if truncated {
+        return Err(format!("more than {MAX_SOCKETS} sockets were sent"));
+    }
+    let names = decode_names(&buf[..n]).map_err(|e| format!("not a rotagate handover: {e}"))?;
+    if names.len() != fds.len() {
+        return Err(format!("{} names but {} sockets", names.len(), fds.len()));
+    }
+    Ok(names.into_iter().zip(fds).collect())
+}
+
+impl Predecessor {
+    /// Tells the predecessor this process accepts on the sockets: it stops accepting,
+    /// drains and exits. An error means it went away first (it then no longer accepts
+    /// either), which the caller logs; it is no reason to stop.
+    pub async fn accepting(mut self) -> Result<(), String> {
+        self.stream
+            .write_all(ACCEPTING)
+            .await
+            .map_err(|e| format!("cannot tell the previous process that we accept: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_message_round_trips_and_strangers_are_refused() {
+        let m = encode_names(&["proxy", "admin"]);
+        assert_eq!(m, b"rotagate-upgrade 1\nproxy\nadmin\nend\n");
+        assert_eq!(decode_names(&m).unwrap(), ["proxy", "admin"]);
+        assert_eq!(
+            decode_names(&encode_names(&[])).unwrap(),
+            Vec::<String>::new()
+        );
+        for (bad, why) in [
+            (&b"rotagate-upgrade 2\nproxy\nend\n"[..], "protocol version"),
+            (b"rotagate-upgrade 1\nproxy\n", "incomplete"),
+            (b"rotagate-upgrade 1\nproxy", "incomplete"),
+            (b"rotagate-upgrade 1\nPro xy\nend\n", "not a listener name"),
+            (b"rotagate-upgrade 1\n\nend\n", "not a listener name"),
+            (b"\xff\n", "not text"),
+        ] {
+            let e = decode_names(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let many: Vec<&str> = std::iter::repeat_n("proxy", MAX_SOCKETS + 1).collect();
+        assert!(decode_names(&encode_names(&many)).is_err());
+    }
+
+    /// The whole exchange between two ends in one process: the successor gets the
+    /// same listening socket (a connection to it is accepted through the inherited
+    /// descriptor), and the running process learns when it accepts.
+    #[tokio::test]
+    async fn sockets_pass_to_the_successor_which_then_says_it_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("up.sock");
+        let up = UpgradeSocket::bind(&path).await.unwrap();
+        // a second process on the same path is told to upgrade instead
+        let e = UpgradeSocket::bind(&path).await.unwrap_err();
+        assert!(e.contains("--upgrade"), "{e}");
+
+        let mut mine = Listeners::fresh();
+        let proxy = mine
+            .bind("proxy", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let handover = mine.finish();
+
+        let old = async {
+            up.successor(&handover).await;
+        };
+        let new = async {
+            let (mut inherited, predecessor) = take_over(&path).await.unwrap();
+            let l = inherited
+                .bind("proxy", "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(l.local_addr().unwrap(), addr);
+            let (c, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+            assert!(c.is_ok() && a.is_ok());
+            predecessor.accepting().await.unwrap();
+            inherited
+        };
+        // `successor` returns only once the successor said it accepts
+        let ((), _inherited) = tokio::join!(old, new);
+    }
+
+    #[tokio::test]
+    async fn taking_over_from_nobody_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.sock");
+        let e = take_over(&path).await.unwrap_err();
+        assert!(
+            e.contains("no running rotagate") && e.contains("none.sock"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_file_is_replaced_and_removed_only_while_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("up.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // file left, nobody listens
+        let first = UpgradeSocket::bind(&path).await.unwrap();
+        // a successor replaced the file: the first must not remove the successor's
+        let second = UpgradeSocket::replace(&path).unwrap();
+        first.remove();
+        assert!(path.exists());
+        second.remove();
+        assert!(!path.exists());
+    }
+}

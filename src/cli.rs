@@ -39,10 +39,13 @@ pub fn run(config_path: &Path) -> Result<(), String> {
 pub fn announce(running: &RunningProxy) {
     // stdout, one line each, so scripts and tests can read the bound addresses
     println!("rotagate: proxy listening on http://{}", running.proxy_addr);
+    if let Some(a) = running.tls_addr {
+        println!("rotagate: tls listening on https://{a}");
+    }
     if let Some(a) = running.admin_addr {
         println!("rotagate: admin listening on http://{a}");
     }
-    tracing::info!(proxy = %running.proxy_addr, admin = ?running.admin_addr, "rotagate started");
+    tracing::info!(proxy = %running.proxy_addr, tls = ?running.tls_addr, admin = ?running.admin_addr, "rotagate started");
 }
 
 /// The signals `run` and `demo` react to, installed before anything is announced.

@@ -22,3 +22,4 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod tls;

@@ -439,6 +439,12 @@ impl Shared {
                         "listen.address changed; the new address takes effect only after a restart"
                     );
                 }
+                let tls_address = |r: &Runtime| r.config.listen.tls.as_ref().map(|t| t.address);
+                if tls_address(&old) != tls_address(&rt) {
+                    tracing::warn!(
+                        "listen.tls was added, removed or moved; the TLS listener changes only after a restart (its certificates are replaced now)"
+                    );
+                }
                 self.current.store(Arc::new(rt));
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_generation.set(next_gen as i64);

@@ -16,6 +16,7 @@ use super::{ConfigError, Locator, Problem};
 use crate::matcher::{Condition, ConditionKind, MatcherSpec, NextOptions, RuleSet, SourceSpec};
 use crate::secret::Secret;
 
+mod tls;
 mod vault;
 
 /// Default `rotate_every`.
@@ -268,6 +269,14 @@ pub(super) fn validate(
     };
     let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
     let limits = conn_limits(&mut cx, &f.listen);
+    let listen_tls = f
+        .listen
+        .tls
+        .as_ref()
+        .and_then(|t| tls::listener(&mut cx, t, public_origin.as_ref(), address));
+    // what Listen::https says, before Listen exists
+    let https =
+        f.listen.tls.is_some() || public_origin.as_ref().is_some_and(|o| o.scheme == "https");
 
     // [upstream]
     let up = &f.upstream;
@@ -396,10 +405,7 @@ pub(super) fn validate(
     };
 
     // [session]
-    let session = f
-        .session
-        .as_ref()
-        .and_then(|s| session(&mut cx, s, public_origin.as_ref()));
+    let session = f.session.as_ref().and_then(|s| session(&mut cx, s, https));
 
     // [logout]
     let lf = &f.logout;
@@ -604,6 +610,7 @@ pub(super) fn validate(
             path_strictness,
             case_insensitive_paths,
             limits,
+            tls: listen_tls,
         },
         upstream,
         admin,
@@ -672,11 +679,13 @@ fn conn_limits(cx: &mut Ctx<'_>, l: &file::ListenFile) -> ConnLimits {
     }
 }
 
-fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> Option<Session> {
+/// `https`: browsers reach the site over https ([`Listen::https`]), which makes cookies
+/// `Secure` by default.
+fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, https: bool) -> Option<Session> {
     if let Some(m) = &s.mode {
         match m.get_ref().as_str() {
             "reissue" => {}
-            "vault" => return vault::session(cx, s, origin),
+            "vault" => return vault::session(cx, s, https),
             other => cx.bad_at(
                 m,
                 format!("expected \"reissue\" or \"vault\", found {other:?}"),
@@ -800,7 +809,6 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
             SameSite::Lax
         }
     };
-    let https = origin.is_some_and(|o| o.scheme == "https");
     let secure = r
         .secure
         .unwrap_or(secure_prefix || https || same_site == SameSite::None);

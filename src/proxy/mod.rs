@@ -68,6 +68,8 @@ pub struct Ctx {
     /// Set by the gate when some `require` applied to this request (its route's, or
     /// those of a Server Action's owners): the response is never for shared caches.
     held_to_require: bool,
+    /// The request arrived over TLS (the TLS listener).
+    tls: bool,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -115,6 +117,12 @@ impl Ctx {
 }
 
 use respond::respond_text;
+
+/// True when `session` came in over the TLS listener: pingora's digest of the
+/// connection then carries the TLS session.
+fn arrived_over_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
 
 impl Proxy {
     /// The one log line of a failed request (pingora's own are suppressed): the error's
@@ -174,6 +182,7 @@ impl ProxyHttp for Proxy {
             host: None,
             preflight: false,
             held_to_require: false,
+            tls: false,
         }
     }
 
@@ -184,8 +193,10 @@ impl ProxyHttp for Proxy {
 
     /// The first hook after a request's header block was read: its header deadline
     /// ends here (the connection's `body_timeout` governs from now on).
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::conn::stream::header_done(session);
+        // over TLS, pingora's digest of the connection carries the TLS session
+        ctx.tls = arrived_over_tls(session);
         Ok(())
     }
 

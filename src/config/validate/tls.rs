@@ -21,7 +21,8 @@ pub(super) fn listener(
 ) -> Option<Tls> {
     let f = tf.get_ref();
     let address = cx.socket_addr(&f.address);
-    if address.is_some() && address == plain {
+    // port 0 (any free port) twice is two different ports
+    if address.is_some_and(|a| a.port() != 0) && address == plain {
         cx.bad_at(
             &f.address,
             "expected an address other than listen.address (the plain listener's)",

@@ -126,11 +126,26 @@ async fn tls_connect(addr: SocketAddr, ca: &str, sni: &str) -> TlsConn {
 impl TlsConn {
     /// GET `path` with `Host: host`; status and response headers.
     async fn get(&mut self, host: &str, path: &str) -> (u16, http::HeaderMap) {
+        self.send_with("GET", host, path, &[]).await
+    }
+
+    /// `method` `path` with `Host: host` and `headers`; status and response headers.
+    async fn send_with(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, http::HeaderMap) {
         self.send.ready().await.unwrap();
-        let req = http::Request::get(path)
-            .header("host", host)
-            .body(Empty::new())
-            .unwrap();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::new()).unwrap();
         let resp = self.send.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -541,5 +556,52 @@ async fn a_stalled_handshake_ends_at_the_header_deadline() {
         m.contains("rotagate_connection_events_total{event=\"header_timeout\"} 1"),
         "{m}"
     );
+    h.shutdown().await;
+}
+
+/// A vault session over every path, no public origin: the site is whatever Host the
+/// client asked for, over TLS its https origin.
+fn vault_site(upstream: SocketAddr, tls: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n{tls}\n[upstream]\nurl = \"http://{upstream}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[session]\nmode = \"vault\"\nstore = \"memory\"\n\n[session.vault]\nsecrets = [\"file:vault.key\"]\n\n[[route]]\nname = \"app\"\nmatch = \"/:path*\"\n"
+    )
+}
+
+#[tokio::test]
+async fn over_tls_cookies_are_secure_and_an_http_origin_is_cross_site() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["a.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.pem", &leaf.cert);
+    write(dir.path(), "a.key", &leaf.key);
+    write(
+        dir.path(),
+        "vault.key",
+        "tls-e2e-vault-key-of-at-least-32-bytes-0123",
+    );
+    let up = upstream_ok().await;
+    let text = vault_site(up.addr, &tls_section("", &[("a.pem", "a.key")]));
+    // the Secure defaults: rotagate terminates TLS, so the site is https
+    let cfg = rotagate::config::parse(&text, &dir.path().join("rotagate.toml")).unwrap();
+    let vault = cfg.session.as_ref().unwrap().mode.vault().unwrap();
+    assert_eq!(vault.cookie, "__Host-Http-rg");
+    assert!(vault.attributes.secure);
+    let h = Harness::start_text(dir, up, &text).await;
+
+    let mut c = within("tls", tls_connect(tls_addr(&h), &ca.pem(), "a.test")).await;
+    let post = |origin: &'static str| [("origin", origin), ("content-length", "0")];
+    let (status, _) = within(
+        "http origin over tls",
+        c.send_with("POST", "a.test", "/form", &post("http://a.test")),
+    )
+    .await;
+    assert_eq!(status, 403, "an http:// page is not the https site");
+    let (status, _) = within(
+        "https origin over tls",
+        c.send_with("POST", "a.test", "/form", &post("https://a.test")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.upstream.count(), 1);
     h.shutdown().await;
 }

@@ -53,10 +53,7 @@ impl Certificates {
     /// wildcard covers it, else the first.
     pub fn pick(&self, sni: Option<&str>) -> Option<&Certificate> {
         if let Some(name) = sni.map(normalise_name) {
-            let exact = self
-                .list
-                .iter()
-                .find(|c| c.names.iter().any(|n| *n == name));
+            let exact = self.list.iter().find(|c| c.names.contains(&name));
             let wild = || {
                 self.list
                     .iter()
@@ -117,6 +114,9 @@ pub enum CertError {
     /// No private key block.
     #[error("expected a PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY), found none")]
     NoKey,
+    /// A private key block that does not decode.
+    #[error("the PEM private key does not decode")]
+    BadKeyPem,
     /// A key rustls (ring) cannot sign with.
     #[error("the private key is not a usable RSA, ECDSA (P-256, P-384) or Ed25519 key")]
     UnsupportedKey,
@@ -147,7 +147,7 @@ pub fn load(
     let key = match PrivateKeyDer::from_pem_slice(key_pem) {
         Ok(k) => k,
         Err(rustls::pki_types::pem::Error::NoItemsFound) => return Err(CertError::NoKey),
-        Err(_) => return Err(CertError::NoKey),
+        Err(_) => return Err(CertError::BadKeyPem),
     };
     let signing = provider()
         .key_provider
@@ -291,7 +291,7 @@ pub fn https_redirect(
 /// The `Strict-Transport-Security` value to add to a response, if any: only over TLS
 /// (RFC 6797 §7.2: a browser ignores it over plain HTTP, and it must not be sent
 /// there), and not when the app set its own (the app knows its subdomains).
-pub fn hsts_to_add<'a>(tls: bool, configured: Option<&'a str>, app_set: bool) -> Option<&'a str> {
+pub fn hsts_to_add(tls: bool, configured: Option<&str>, app_set: bool) -> Option<&str> {
     if tls && !app_set {
         configured
     } else {

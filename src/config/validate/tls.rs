@@ -126,7 +126,10 @@ fn certificate(
     let (cert, key) = (cert?, key?);
     let at = |e: &CertError| -> &S {
         match e {
-            CertError::NoKey | CertError::UnsupportedKey | CertError::KeyMismatch => &f.key,
+            CertError::NoKey
+            | CertError::BadKeyPem
+            | CertError::UnsupportedKey
+            | CertError::KeyMismatch => &f.key,
             _ => &f.cert,
         }
     };

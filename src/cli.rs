@@ -39,11 +39,12 @@ pub fn run(config_path: &Path) -> Result<(), String> {
 pub fn announce(running: &RunningProxy) {
     // stdout, one line each, so scripts and tests can read the bound addresses
     println!("rotagate: proxy listening on http://{}", running.proxy_addr);
-    if let Some(a) = running.tls_addr {
-        println!("rotagate: tls listening on https://{a}");
-    }
     if let Some(a) = running.admin_addr {
         println!("rotagate: admin listening on http://{a}");
+    }
+    // after the admin line, so readers of the first two lines stay as they were
+    if let Some(a) = running.tls_addr {
+        println!("rotagate: tls listening on https://{a}");
     }
     tracing::info!(proxy = %running.proxy_addr, tls = ?running.tls_addr, admin = ?running.admin_addr, "rotagate started");
 }

@@ -605,3 +605,81 @@ async fn over_tls_cookies_are_secure_and_an_http_origin_is_cross_site() {
     assert_eq!(h.upstream.count(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_real_binary_announces_tls_and_sighup_swaps_the_certificate() {
+    use std::io::{BufRead, BufReader};
+    let ca = Ca::new();
+    let first = ca.leaf(&["a.test"]);
+    let second = ca.leaf(&["a.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.pem", &first.cert);
+    write(dir.path(), "a.key", &first.key);
+    let up = upstream_ok().await;
+    let path = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &path,
+        config(up.addr, "", &tls_section("", &[("a.pem", "a.key")])),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let child = Kill(child);
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let tls: SocketAddr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            let line = lines.next().expect("the process announces").unwrap();
+            if let Some(a) = line.strip_prefix("rotagate: tls listening on https://") {
+                return a.parse().unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let c = within("first conn", tls_connect(tls, &ca.pem(), "a.test")).await;
+    assert_eq!(c.peer_leaf, first.der);
+
+    write(dir.path(), "a.pem", &second.cert);
+    write(dir.path(), "a.key", &second.key);
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tokio::task::spawn_blocking(move || loop {
+        let line = logs
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a reload log line");
+        if line.contains("configuration reloaded") {
+            return;
+        }
+        assert!(!line.contains("reload refused"), "{line}");
+    })
+    .await
+    .unwrap();
+    let c = within("conn after SIGHUP", tls_connect(tls, &ca.pem(), "a.test")).await;
+    assert_eq!(c.peer_leaf, second.der);
+    drop(child);
+}

@@ -1,6 +1,9 @@
-# rotagate: multi-stage build, small non-root runtime image.
+# rotagate: multi-stage build, distroless non-root runtime image (no shell, no curl:
+# the health check is `rotagate health`).
 #   docker build -t rotagate .
-#   docker run -p 8080:8080 -v $PWD/config/rotagate.toml:/etc/rotagate/rotagate.toml:ro rotagate
+#   docker run -p 8080:8080 -p 9091:9091 -v $PWD/config/rotagate.toml:/etc/rotagate/rotagate.toml:ro rotagate
+# Settings can come from the environment instead of the file:
+#   docker run -e ROTAGATE_UPSTREAM__URL=http://app:3000 … (see README "Environment overrides")
 
 FROM rust:1-bookworm AS build
 # pingora builds zlib-ng and zstd from C sources: it needs cmake and a C compiler
@@ -10,22 +13,22 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY config ./config
-RUN cargo build --release --locked --bin rotagate && strip target/release/rotagate
+RUN cargo build --release --locked --bin rotagate && strip target/release/rotagate \
+    && mkdir -p /out/var/lib/rotagate /out/etc/rotagate
 
-FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rotagate \
-    && mkdir -p /etc/rotagate /var/lib/rotagate \
-    && chown rotagate:rotagate /var/lib/rotagate
+# Debian 12's glibc, libgcc and CA certificates, as the build stage links against; the
+# binary's shared libraries are all in it (tests/container.rs checks `ldd` against
+# deploy/runtime-image.txt)
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/rotagate /usr/local/bin/rotagate
+COPY --from=build --chown=65532:65532 /out/var/lib/rotagate /var/lib/rotagate
 COPY config/rotagate.toml /etc/rotagate/rotagate.toml
 # vault mode's embedded session store (sessions.redb) lives here: mount a volume so
 # sessions survive container restarts and upgrades (one container at a time)
 VOLUME /var/lib/rotagate
-USER rotagate
+USER 65532:65532
 EXPOSE 8080 9091
-HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:9091/healthz || exit 1
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/rotagate", "health", "--admin", "127.0.0.1:9091"]
 ENTRYPOINT ["/usr/local/bin/rotagate", "--log-format", "json"]
 CMD ["run", "-c", "/etc/rotagate/rotagate.toml"]

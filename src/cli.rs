@@ -10,8 +10,8 @@ use crate::clock::SystemClock;
 use crate::server::{self, RunningProxy, StartOptions};
 
 /// `rotagate run -c FILE`: loads the config, serves until SIGTERM/SIGINT (graceful
-/// drain), reloads on SIGHUP.
-pub fn run(config_path: &Path) -> Result<(), String> {
+/// drain), reloads on SIGHUP and (`watch`) when the config or a file it reads changes.
+pub fn run(config_path: &Path, watch: bool) -> Result<(), String> {
     let cfg = crate::config::load(config_path).map_err(|e| e.to_string())?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -27,6 +27,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         let opts = StartOptions {
             clock: Arc::new(SystemClock),
             config_path: Some(config_path.to_path_buf()),
+            watch,
             ..Default::default()
         };
         let running = server::start(cfg, opts).await.map_err(|e| e.to_string())?;
@@ -119,15 +120,7 @@ pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, Str
     let token = admin.token.as_ref().ok_or_else(|| {
         format!("{file}: `admin.token`: the sessions API is off without it (set `token = \"env:ROTAGATE_ADMIN_TOKEN\"` in [admin])")
     })?;
-    let mut addr = admin.address;
-    // a listener on every interface is reached on loopback
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    let addr = reachable(admin.address);
     let (method, target, body) = match cmd {
         SessionsCommand::RevokeFamily(id) => (
             "POST",
@@ -148,7 +141,7 @@ pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, Str
             String::new(),
         ),
     };
-    let (status, text) = admin_request(addr, method, &target, token.expose(), &body)
+    let (status, text) = admin_request(addr, method, &target, Some(token.expose()), &body)
         .map_err(|e| format!("cannot reach the admin listener at {addr}: {e}"))?;
     if status == 200 {
         Ok(text)
@@ -160,26 +153,104 @@ pub fn sessions(config_path: &Path, cmd: &SessionsCommand) -> Result<String, Str
     }
 }
 
+/// A listener on every interface is reached on loopback.
+fn reachable(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
+/// Where `rotagate health` looks when `--admin` is not given.
+pub const DEFAULT_HEALTH_ADMIN: &str = "127.0.0.1:9091";
+
+/// `rotagate health [--admin ADDR] [-c FILE]`: asks the admin listener's `/healthz`
+/// (liveness) and succeeds on 200, so a container image needs no curl for its
+/// `HEALTHCHECK`. The address is `--admin` (`host:port` or `http://host:port`), else
+/// the config file's `admin.address` when that file exists, else
+/// [`DEFAULT_HEALTH_ADMIN`].
+pub fn health(admin: Option<&str>, config_path: &Path) -> Result<String, String> {
+    let addr = match admin {
+        Some(a) => {
+            let a = a.strip_prefix("http://").unwrap_or(a).trim_end_matches('/');
+            std::net::ToSocketAddrs::to_socket_addrs(a)
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| {
+                    format!("--admin: expected an address like 127.0.0.1:9091, found {a:?}")
+                })?
+        }
+        None if config_path.exists() => {
+            let cfg = crate::config::load(config_path).map_err(|e| e.to_string())?;
+            cfg.admin.map(|a| a.address).ok_or_else(|| {
+                format!(
+                    "{}: `admin.address`: the health check needs an [admin] section (or --admin ADDR)",
+                    config_path.display()
+                )
+            })?
+        }
+        None => DEFAULT_HEALTH_ADMIN
+            .parse()
+            .expect("a valid default address"),
+    };
+    let addr = reachable(addr);
+    let timeout = std::time::Duration::from_secs(3);
+    match admin_request_within(addr, "GET", "/healthz", None, "", timeout) {
+        Ok((200, _)) => Ok(format!("healthy: http://{addr}/healthz answered 200")),
+        Ok((status, _)) => Err(format!(
+            "unhealthy: http://{addr}/healthz answered {status}"
+        )),
+        Err(e) => Err(format!(
+            "unhealthy: cannot reach http://{addr}/healthz: {e}"
+        )),
+    }
+}
+
 /// One HTTP/1.1 request to the admin listener; returns status and body.
 fn admin_request(
     addr: std::net::SocketAddr,
     method: &str,
     target: &str,
-    token: &[u8],
+    token: Option<&[u8]>,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    admin_request_within(
+        addr,
+        method,
+        target,
+        token,
+        body,
+        std::time::Duration::from_secs(10),
+    )
+}
+
+fn admin_request_within(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    token: Option<&[u8]>,
+    body: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(10);
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer ",
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     )
     .into_bytes();
-    req.extend_from_slice(token);
-    req.extend_from_slice(b"\r\n\r\n");
+    if let Some(token) = token {
+        req.extend_from_slice(b"Authorization: Bearer ");
+        req.extend_from_slice(token);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body.as_bytes());
     s.write_all(&req)?;
     let mut out = Vec::new();

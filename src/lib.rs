@@ -23,3 +23,4 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod watch;

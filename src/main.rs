@@ -35,10 +35,28 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Reload on SIGHUP only, not when the config file or a file it reads changes.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config file and warn about rules that can never match.
     Check {
         /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Also print the configuration in force: the file with the environment's
+        /// `ROTAGATE_<SECTION>__<KEY>` overrides applied, secrets redacted.
+        #[arg(long)]
+        print_effective: bool,
+    },
+    /// Check a running proxy's liveness (`/healthz` on its admin listener): exit 0 when
+    /// healthy, 1 otherwise. For container health checks without curl.
+    Health {
+        /// Admin listener address (`127.0.0.1:9091`); default: the config file's
+        /// `admin.address` when the file exists, else 127.0.0.1:9091.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Config file (read only without --admin).
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -101,10 +119,10 @@ enum SessionsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, no_watch } => {
             // held to the end of `main`: dropping it writes out the queued log lines
             let _log = logging::init(cli.log_format);
-            match rotagate::cli::run(&config) {
+            match rotagate::cli::run(&config, !no_watch) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rotagate: {e}");
@@ -112,8 +130,31 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match rotagate::config::load(&config) {
+        Command::Health { admin, config } => match rotagate::cli::health(admin.as_deref(), &config)
+        {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rotagate health: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check {
+            config,
+            print_effective,
+        } => match rotagate::config::load(&config) {
             Ok(cfg) => {
+                if print_effective {
+                    match rotagate::config::effective_text(&config) {
+                        Ok(text) => println!("{}", text.trim_end()),
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 for w in &cfg.warnings {
                     println!("warning: {w}");
                 }

@@ -53,6 +53,8 @@ pub struct StartOptions {
     pub config_path: Option<PathBuf>,
     /// Longest wait for in-flight requests on shutdown.
     pub drain_timeout: Duration,
+    /// Reload when the config file or a file it reads changes (needs `config_path`).
+    pub watch: bool,
 }
 
 impl Default for StartOptions {
@@ -61,6 +63,7 @@ impl Default for StartOptions {
             clock: Arc::new(SystemClock),
             config_path: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            watch: false,
         }
     }
 }
@@ -156,6 +159,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningProxy, S
         }
         None => None,
     };
+
+    if let (true, Some(path)) = (opts.watch, opts.config_path.clone()) {
+        tokio::spawn(crate::watch::run(shared.clone(), path, stop_rx.clone()));
+    }
 
     let limits = runtime_limits(&shared);
     // NOTE: as pingora's own Server does, connections run on single-threaded runtimes
@@ -384,19 +391,22 @@ async fn accept_loop(
                         // the handshake counts against the first request's header
                         // deadline: a client that stalls it holds nothing for longer
                         let due = accepted_at + limits.header_timeout;
-                        let tls =
-                            match tokio::time::timeout_at(due, acceptor.tls_handshake(l4)).await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    counters.tls_handshake_error.inc();
-                                    tracing::debug!(error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    counters.header_timeout.inc();
-                                    return;
-                                }
-                            };
+                        // kept here, not in the timeout: the socket closes only after the
+                        // timeout is counted
+                        let handshake = acceptor.tls_handshake(l4);
+                        tokio::pin!(handshake);
+                        let tls = match tokio::time::timeout_at(due, &mut handshake).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                counters.tls_handshake_error.inc();
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                counters.header_timeout.inc();
+                                return;
+                            }
+                        };
                         let stream = GuardedStream::accepted_at(tls, limits, slot, accepted_at);
                         serve_connection(&app, stream, false, &shutdown, &limits).await;
                     }

@@ -25,7 +25,7 @@ struct Proc {
 impl Proc {
     fn start(config: &std::path::Path) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rotagate"))
-            .args(["--log-format", "json", "run", "-c"])
+            .args(["--log-format", "json", "run", "--no-watch", "-c"])
             .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -680,6 +680,7 @@ async fn credentials_come_from_references_and_a_wrong_password_fails_start() {
                 clock: Arc::new(rotagate::clock::ManualClock::new(T0)),
                 config_path: Some(path),
                 drain_timeout: Duration::from_secs(5),
+                watch: false,
             };
             rotagate::server::start(cfg, opts).await
         }

@@ -10,6 +10,7 @@
 //! assert_eq!(cfg.upstream.authority, "127.0.0.1:3000");
 //! ```
 
+pub mod env;
 pub mod file;
 pub mod runtime;
 mod validate;
@@ -65,9 +66,30 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, with this process's environment overrides
+/// (`ROTAGATE_<SECTION>__<KEY>`, see [`env`]) applied.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let overrides = env::overrides_from_process().map_err(|e| override_error(path, e))?;
+    load_with(path, &overrides)
+}
+
+/// Reads and validates a config file with the given overrides applied.
+pub fn load_with(path: &Path, overrides: &[env::Override]) -> Result<Config, ConfigError> {
+    parse_with(&read(path)?, path, overrides)
+}
+
+/// The effective configuration text of `path` for display (`rotagate check
+/// --print-effective`): the file with this process's overrides applied, secrets
+/// redacted, overridden keys listed.
+pub fn effective_text(path: &Path) -> Result<String, ConfigError> {
+    let overrides = env::overrides_from_process().map_err(|e| override_error(path, e))?;
+    let text = read(path)?;
+    let applied = env::apply(&text, &overrides).map_err(|e| override_error(path, e))?;
+    Ok(env::display_text(&applied.text, &overrides))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         problems: vec![Problem {
             line: 0,
@@ -75,8 +97,64 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             key: String::new(),
             message: format!("cannot read the file: {e}"),
         }],
-    })?;
-    parse(&text, path)
+    })
+}
+
+fn override_error(path: &Path, e: env::OverrideError) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: e.to_string(),
+        }],
+    }
+}
+
+/// Validates config text with `overrides` applied. Problems keep the file's own line
+/// numbers; a problem with an overridden value (or a key an override named that does
+/// not exist) names its variable instead of a line.
+pub fn parse_with(
+    text: &str,
+    source: &Path,
+    overrides: &[env::Override],
+) -> Result<Config, ConfigError> {
+    // without overrides, or when the file itself is not TOML: the file's own errors
+    if overrides.is_empty() || toml::from_str::<toml::Table>(text).is_err() {
+        return parse(text, source);
+    }
+    let applied = env::apply(text, overrides).map_err(|e| override_error(source, e))?;
+    parse(&applied.text, source).map_err(|mut e| {
+        for p in &mut e.problems {
+            let from_file =
+                p.line > 0 && applied.lines.get(p.line - 1).copied().flatten().is_some();
+            let var = overrides.iter().find(|o| {
+                let k = o.key();
+                !p.key.is_empty()
+                    && (k == p.key
+                        || k.starts_with(&format!("{}.", p.key))
+                        || p.key.starts_with(&format!("{k}.")))
+            });
+            match (from_file, var) {
+                (true, None) => p.line = applied.lines[p.line - 1].unwrap_or(0),
+                (true, Some(o)) if p.key != o.key() => {
+                    p.line = applied.lines[p.line - 1].unwrap_or(0)
+                }
+                (_, Some(o)) => {
+                    p.line = 0;
+                    p.column = 0;
+                    p.message = format!("{} (set by {})", p.message, o.var);
+                }
+                (false, None) => {
+                    p.line = 0;
+                    p.column = 0;
+                    p.message = format!("{} (in the environment overrides)", p.message);
+                }
+            }
+        }
+        e
+    })
 }
 
 /// Validates config text; `source` names the file in messages and anchors relative

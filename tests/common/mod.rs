@@ -186,6 +186,7 @@ impl Harness {
             clock: clock.clone(),
             config_path: Some(config_path.clone()),
             drain_timeout: Duration::from_secs(5),
+            watch: false,
         };
         let proxy = server::start(cfg, opts).await.unwrap();
         Harness {

@@ -277,15 +277,35 @@ async fn https_with_sni_alpn_h2_hsts_and_forwarded_proto() {
     };
     let old = within("openssl tls1.1", s_client("-tls1_1")).await.unwrap();
     let old_out = String::from_utf8_lossy(&old.stdout).to_string();
-    assert!(
-        !old.status.success() || !old_out.contains("Protocol  : TLSv1.1"),
-        "{old_out}"
-    );
+    // (this client does speak TLS 1.1 to a server that accepts it: the failure is ours)
+    assert!(!old.status.success(), "{old_out}");
+    assert!(!old_out.contains("Protocol  : TLSv1.1"), "{old_out}");
     assert!(!old_out.contains("BEGIN CERTIFICATE"), "{old_out}");
     let ok = within("openssl tls1.2", s_client("-tls1_2")).await.unwrap();
     let ok_out = String::from_utf8_lossy(&ok.stdout).to_string();
     assert!(ok_out.contains("TLSv1.2"), "{ok_out}");
-    assert!(ok_out.contains("BEGIN CERTIFICATE"), "{ok_out}");
+    assert_eq!(leaf_base64(&ok_out), leaf_base64(&a.cert));
+
+    // an unknown name, and no name at all, get the first certificate
+    for sni in [
+        ["-servername", "unknown.test"],
+        ["-noservername", "-tls1_3"],
+    ] {
+        let out = within(
+            "openssl default certificate",
+            tokio::process::Command::new("openssl")
+                .args(["s_client", "-connect"])
+                .arg(addr.to_string())
+                .args(sni)
+                .stdin(std::process::Stdio::null())
+                .output(),
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(leaf_base64(&text), leaf_base64(&a.cert), "{sni:?}: {text}");
+        assert_ne!(leaf_base64(&text), leaf_base64(&b.cert));
+    }
     drop((ca_conn, cb, cw));
     // counted once the server has sent its alert: wait for the count itself
     within("the refused handshake is counted", async {
@@ -740,4 +760,14 @@ async fn a_changed_certificate_file_is_reloaded_by_the_watcher() {
     assert_eq!(c.peer_leaf, second.der);
     drop(c);
     running.shutdown().await;
+}
+
+/// The base64 body of the first PEM certificate in `text` (s_client output or a PEM file).
+fn leaf_base64(text: &str) -> String {
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate in {text}"));
+    let rest = &text[start + "-----BEGIN CERTIFICATE-----".len()..];
+    let end = rest.find("-----END CERTIFICATE-----").unwrap();
+    rest[..end].split_whitespace().collect()
 }

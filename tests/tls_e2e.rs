@@ -554,6 +554,18 @@ fn bad_tls_configs_name_the_key_and_what_was_expected() {
     )
     .unwrap();
     let cfg = rotagate::config::load(&path).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert!(
+        out.contains("tls: 127.0.0.1:0 with 1 certificate(s) [a.test]"),
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
     assert!(cfg.files.contains(&d.join("a.pem")), "{:?}", cfg.files);
     assert!(cfg.files.contains(&d.join("a.key")), "{:?}", cfg.files);
     let tls = cfg.listen.tls.unwrap();

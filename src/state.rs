@@ -431,6 +431,22 @@ impl Shared {
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        // the TLS listener is bound at start: a configuration that adds or removes it
+        // would make cookies Secure, or redirect to https, for a listener that is not there
+        let built = built.and_then(|rt| {
+            let had = self.current().config.listen.tls.is_some();
+            match (had, rt.config.listen.tls.is_some()) {
+                (false, true) => Err(format!(
+                    "{}: [listen.tls] was added; the TLS listener starts only with a restart",
+                    rt.config.source.display()
+                )),
+                (true, false) => Err(format!(
+                    "{}: [listen.tls] was removed; the TLS listener stops only with a restart",
+                    rt.config.source.display()
+                )),
+                _ => Ok(rt),
+            }
+        });
         let result = match built {
             Ok(rt) => {
                 let old = self.current();
@@ -442,7 +458,7 @@ impl Shared {
                 let tls_address = |r: &Runtime| r.config.listen.tls.as_ref().map(|t| t.address);
                 if tls_address(&old) != tls_address(&rt) {
                     tracing::warn!(
-                        "listen.tls was added, removed or moved; the TLS listener changes only after a restart (its certificates are replaced now)"
+                        "listen.tls.address changed; the new address takes effect only after a restart (the certificates are replaced now)"
                     );
                 }
                 self.current.store(Arc::new(rt));

@@ -425,6 +425,17 @@ async fn reload_swaps_the_certificate_and_keeps_open_connections() {
     let err = h.proxy().shared.reload().await.unwrap_err();
     assert!(err.contains("expected a PEM certificate chain"), "{err}");
     assert_eq!(h.proxy().shared.status().borrow().generation, 2);
+    // the listener itself is bound at start: removing [listen.tls] takes a restart
+    std::fs::write(&h.config_path, config(h.upstream.addr, "", "")).unwrap();
+    let err = h.proxy().shared.reload().await.unwrap_err();
+    assert!(err.contains("[listen.tls] was removed"), "{err}");
+    write(h.dir.path(), "a.pem", &second.cert);
+    write(h.dir.path(), "a.key", &second.key);
+    std::fs::write(
+        &h.config_path,
+        config(h.upstream.addr, "", &tls_section("", &[("a.pem", "a.key")])),
+    )
+    .unwrap();
     let after = within(
         "conn after bad reload",
         tls_connect(addr, &ca.pem(), "a.test"),

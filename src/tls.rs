@@ -198,8 +198,8 @@ impl fmt::Debug for Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let rt = self.shared.current();
-        // a reload that removed [listen.tls] leaves nothing to answer with: the
-        // handshake fails (the listener itself goes only with a restart)
+        // a reload that removes [listen.tls] is refused (state::Shared::reload); were
+        // it not, the handshake would fail here rather than answer with stale keys
         let tls = rt.config.listen.tls.as_ref()?;
         tls.certificates
             .pick(hello.server_name())

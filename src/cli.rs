@@ -81,7 +81,11 @@ pub fn announce(running: &RunningProxy) {
     if let Some(a) = running.admin_addr {
         println!("rotagate: admin listening on http://{a}");
     }
-    tracing::info!(proxy = %running.proxy_addr, admin = ?running.admin_addr, "rotagate started");
+    // after the admin line, so readers of the first two lines stay as they were
+    if let Some(a) = running.tls_addr {
+        println!("rotagate: tls listening on https://{a}");
+    }
+    tracing::info!(proxy = %running.proxy_addr, tls = ?running.tls_addr, admin = ?running.admin_addr, "rotagate started");
 }
 
 /// The signals `run` and `demo` react to, installed before anything is announced.

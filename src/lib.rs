@@ -25,4 +25,5 @@ pub mod state;
 pub mod store;
 pub mod upstreams;
 pub mod upgrade;
+pub mod tls;
 pub mod watch;

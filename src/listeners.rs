@@ -13,6 +13,8 @@ use std::os::fd::OwnedFd;
 pub const PROXY: &str = "proxy";
 /// Name of the admin listener (`admin.address`).
 pub const ADMIN: &str = "admin";
+/// The TLS listener (`listen.tls.address`).
+pub const TLS: &str = "tls";
 
 /// Why a listener could not be had.
 #[derive(Debug, thiserror::Error)]

@@ -176,6 +176,23 @@ fn main() -> ExitCode {
                 if cfg.listen.path_strictness == rotagate::config::PathStrictness::Lenient {
                     println!("note: listen.path_strictness = \"lenient\": paths with ';' parameters, '//' or trailing dots are forwarded as sent and matched as servers that cut, merge or drop them read them");
                 }
+                if let Some(t) = &cfg.listen.tls {
+                    // names only: certificates are public, keys are never shown
+                    let names: Vec<String> = t
+                        .certificates
+                        .list
+                        .iter()
+                        .map(|c| c.names.join(","))
+                        .collect();
+                    println!(
+                        "tls: {} with {} certificate(s) [{}] (the first is the default); redirect_http = {}; hsts = {}",
+                        t.address,
+                        names.len(),
+                        names.join("; "),
+                        t.redirect_http,
+                        t.hsts.as_deref().unwrap_or("none"),
+                    );
+                }
                 if let Some(s) = &cfg.session {
                     if let Some(v) = s.mode.vault() {
                         // settings only: the secrets are counted, never shown

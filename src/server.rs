@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::GetSocketDigest;
+use pingora::protocols::tls::ALPN;
 use pingora::protocols::SocketDigest;
+use pingora::protocols::{GetSocketDigest, Ssl};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
@@ -28,7 +30,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConnLimits};
 use crate::conn::{
     self,
-    stream::{ConnCounters, ConnSlot, GuardedStream},
+    stream::{ClientIo, ConnCounters, ConnSlot, GuardedStream},
 };
 use crate::listeners::{self, BindError, Handover, Listeners};
 use crate::proxy::Proxy;
@@ -84,6 +86,9 @@ pub enum StartError {
     /// The configuration could not be turned into a runtime.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The TLS listener's configuration was refused by rustls.
+    #[error("cannot set up the TLS listener: {0}")]
+    Tls(String),
     /// The start-up task failed.
     #[error("start-up failed: {0}")]
     Task(String),
@@ -97,6 +102,8 @@ pub struct RunningProxy {
     pub proxy_addr: SocketAddr,
     /// Where the admin listener listens, if configured.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the TLS listener listens, if `[listen.tls]` is configured.
+    pub tls_addr: Option<SocketAddr>,
     /// The shared state (reload, metrics).
     pub shared: Arc<Shared>,
     handover: Handover,
@@ -154,6 +161,7 @@ pub async fn start_with(
     let h2c = config.listen.h2c;
     let threads = config.listen.threads;
     let max_header_bytes = config.listen.max_header_bytes;
+    let tls_address = config.listen.tls.as_ref().map(|t| t.address);
     let env = Arc::new(Env::new(opts.clock.clone()));
     // opening the embedded store may wait for a previous process to let go of it
     let env2 = env.clone();
@@ -165,6 +173,22 @@ pub async fn start_with(
     // every listener is bound through `sockets` (it hands them on at an upgrade)
     let listener = sockets.bind(listeners::PROXY, listen).await?;
     let proxy_addr = local_addr(&listener, listeners::PROXY, listen)?;
+    let tls = match tls_address {
+        Some(addr) => {
+            let l = sockets.bind(listeners::TLS, addr).await?;
+            let bound = local_addr(&l, listeners::TLS, addr)?;
+            // the certificates are read from the configuration in force at each
+            // handshake, so a reload swaps them for new connections only
+            let resolver = Arc::new(crate::tls::Resolver::new(shared.clone()));
+            let cfg =
+                crate::tls::server_config(resolver).map_err(|e| StartError::Tls(e.to_string()))?;
+            let acceptor = Arc::new(Acceptor::from_server_config(Arc::new(cfg)));
+            Some((l, bound, acceptor))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
+    let tls = tls.map(|(l, _, a)| (l, a));
     let admin_listener = match &admin_cfg {
         Some(a) => Some((sockets.bind(listeners::ADMIN, a.address).await?, a.address)),
         None => None,
@@ -205,6 +229,7 @@ pub async fn start_with(
         .collect();
     let done = tokio::spawn(accept_loop(
         listener,
+        tls,
         apps,
         workers,
         AcceptOptions {
@@ -219,6 +244,7 @@ pub async fn start_with(
     Ok(RunningProxy {
         proxy_addr,
         admin_addr,
+        tls_addr,
         shared,
         handover,
         stop,
@@ -287,8 +313,24 @@ struct AcceptOptions {
     h2c: bool,
 }
 
+/// The TLS listener and its handshake settings.
+type TlsListener = (TcpListener, Arc<Acceptor>);
+
+/// The next connection of the TLS listener; never, when there is none.
+async fn accept_tls(
+    tls: &Option<TlsListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match tls {
+        Some((l, _)) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts on the plain listener and, when configured, the TLS listener; both share
+/// the `max_connections` slots, the worker runtimes and the drain.
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     apps: Vec<Arc<HttpProxy<Proxy>>>,
     workers: &'static pingora_runtime::Runtime,
     opts: AcceptOptions,
@@ -326,70 +368,101 @@ async fn accept_loop(
                 }
             }
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let tcp = match accepted {
-                    Ok((tcp, _peer)) => {
-                        backoff = None;
-                        tcp
-                    }
-                    Err(e) => {
-                        counters.accept_error.inc();
-                        let Some(pause) = conn::accept_backoff(e.kind(), backoff) else {
-                            continue;
-                        };
-                        if backoff.is_none() {
-                            // once per episode: EMFILE would otherwise log in a loop
-                            tracing::warn!(error = %e, "accept failed; pausing accepts until it clears");
-                        }
-                        backoff = Some(pause);
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            changed = stop.changed() => {
-                                if changed.is_err() || stop.borrow().is_some() {
-                                    break 'accept;
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let slot = ConnSlot::new(permit, counters.clone());
-                let limits = runtime_limits(&opts.shared);
-                let worker = next_worker;
-                next_worker = (next_worker + 1) % apps.len();
-                let app = apps[worker].clone();
-                let shutdown = pingora_shutdown.clone();
-                let h2c = opts.h2c;
-                // re-register the socket with the worker's own reactor, so its I/O is
-                // driven on the thread that serves it
-                let Ok(std_tcp) = tcp.into_std() else { continue };
-                conns.spawn_on(async move {
-                    let Ok(tcp) = tokio::net::TcpStream::from_std(std_tcp) else { return };
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-                    let mut l4 = L4Stream::from(tcp);
-                    l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
-                    let mut stream = GuardedStream::new(l4, limits, slot);
-                    match screen_first_request_line(&mut stream).await {
-                        Some(Opening::H2) if h2c => {
-                            stream.set_busy();
-                            let _ = app.process_new(Box::new(stream), &shutdown).await;
-                        }
-                        Some(_) => serve_http1(&app, stream, &shutdown, &limits).await,
-                        None => {}
-                    }
-                }, worker_at(workers, worker));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        let (accepted, acceptor) = tokio::select! {
+            accepted = listener.accept() => (accepted, None),
+            accepted = accept_tls(&tls) => (accepted, tls.as_ref().map(|(_, a)| a.clone())),
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             changed = stop.changed() => {
                 if changed.is_err() || stop.borrow().is_some() {
                     break;
                 }
+                continue;
             }
-        }
+        };
+        let tcp = match accepted {
+            Ok((tcp, _peer)) => {
+                backoff = None;
+                tcp
+            }
+            Err(e) => {
+                counters.accept_error.inc();
+                let Some(pause) = conn::accept_backoff(e.kind(), backoff) else {
+                    continue;
+                };
+                if backoff.is_none() {
+                    // once per episode: EMFILE would otherwise log in a loop
+                    tracing::warn!(error = %e, "accept failed; pausing accepts until it clears");
+                }
+                backoff = Some(pause);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() || stop.borrow().is_some() {
+                            break 'accept;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let accepted_at = tokio::time::Instant::now();
+        let _ = tcp.set_nodelay(true);
+        let slot = ConnSlot::new(permit, counters.clone());
+        let limits = runtime_limits(&opts.shared);
+        let worker = next_worker;
+        next_worker = (next_worker + 1) % apps.len();
+        let app = apps[worker].clone();
+        let shutdown = pingora_shutdown.clone();
+        let h2c = opts.h2c;
+        let counters = counters.clone();
+        // re-register the socket with the worker's own reactor, so its I/O is
+        // driven on the thread that serves it
+        let Ok(std_tcp) = tcp.into_std() else {
+            continue;
+        };
+        conns.spawn_on(
+            async move {
+                let Ok(tcp) = tokio::net::TcpStream::from_std(std_tcp) else {
+                    return;
+                };
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+                let mut l4 = L4Stream::from(tcp);
+                l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+                match acceptor {
+                    None => {
+                        let stream = GuardedStream::new(l4, limits, slot);
+                        serve_connection(&app, stream, h2c, &shutdown, &limits).await;
+                    }
+                    Some(acceptor) => {
+                        // the handshake counts against the first request's header
+                        // deadline: a client that stalls it holds nothing for longer
+                        let due = accepted_at + limits.header_timeout;
+                        // kept here, not in the timeout: the socket closes only after the
+                        // timeout is counted
+                        let handshake = acceptor.tls_handshake(l4);
+                        tokio::pin!(handshake);
+                        let tls = match tokio::time::timeout_at(due, &mut handshake).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                counters.tls_handshake_error.inc();
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                counters.header_timeout.inc();
+                                return;
+                            }
+                        };
+                        let stream = GuardedStream::accepted_at(tls, limits, slot, accepted_at);
+                        serve_connection(&app, stream, false, &shutdown, &limits).await;
+                    }
+                }
+            },
+            worker_at(workers, worker),
+        );
     }
     drop(listener);
+    drop(tls);
     let idle_grace = stop.borrow().unwrap_or_default().min(drain_timeout);
     let started = tokio::time::Instant::now();
     // from now on answers say `Connection: close` and HTTP/2 connections get GOAWAY
@@ -418,15 +491,40 @@ async fn accept_loop(
     }
 }
 
+/// Serves one accepted connection: HTTP/2 when TLS negotiated `h2` (ALPN) or, with
+/// `h2c`, when the client opens with the HTTP/2 preface; HTTP/1 otherwise, after the
+/// first request line is screened.
+async fn serve_connection<S: ClientIo>(
+    app: &Arc<HttpProxy<Proxy>>,
+    mut stream: GuardedStream<S>,
+    h2c: bool,
+    shutdown: &watch::Receiver<bool>,
+    limits: &ConnLimits,
+) {
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        stream.set_busy();
+        let _ = app.process_new(Box::new(stream), shutdown).await;
+        return;
+    }
+    match screen_first_request_line(&mut stream).await {
+        Some(Opening::H2) if h2c => {
+            stream.set_busy();
+            let _ = app.process_new(Box::new(stream), shutdown).await;
+        }
+        Some(_) => serve_http1(app, stream, shutdown, limits).await,
+        None => {}
+    }
+}
+
 /// Serves the HTTP/1 requests of one connection in order, as pingora's own
 /// `ServerApp::process_new` does, with what it does not do: the idle deadline between
 /// requests, `body_timeout` on every request (pingora resets it to 60 s per request),
 /// and pipelining (RFC 9112 §9.3.2: requests a client sends before reading the previous
 /// answer are answered one after another, in order; without it pingora answers the
 /// first, drops the rest and closes).
-async fn serve_http1(
+async fn serve_http1<S: ClientIo>(
     app: &Arc<HttpProxy<Proxy>>,
-    stream: GuardedStream,
+    stream: GuardedStream<S>,
     shutdown: &watch::Receiver<bool>,
     limits: &ConnLimits,
 ) {
@@ -438,7 +536,7 @@ async fn serve_http1(
     while let Some(reused) = next {
         let (stream, settings) = reused.consume();
         // the stream is the one we made: take it back to start its idle deadline
-        let Ok(mut stream) = stream.into_any().downcast::<GuardedStream>() else {
+        let Ok(mut stream) = stream.into_any().downcast::<GuardedStream<S>>() else {
             return;
         };
         stream.set_idle();
@@ -479,7 +577,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Otherwise the bytes read are put back for pingora, and the opening is returned; an
 /// HTTP/2 preface is read whole first, so that pingora's peek for it cannot wait.
 /// `None` when the connection is done (closed, timed out, or answered).
-async fn screen_first_request_line(stream: &mut GuardedStream) -> Option<Opening> {
+async fn screen_first_request_line<S: ClientIo>(stream: &mut GuardedStream<S>) -> Option<Opening> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const MAX: usize = 4096;
     let mut buf = Vec::with_capacity(1024);

@@ -433,12 +433,34 @@ impl Shared {
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        // the TLS listener is bound at start: a configuration that adds or removes it
+        // would make cookies Secure, or redirect to https, for a listener that is not there
+        let built = built.and_then(|rt| {
+            let had = self.current().config.listen.tls.is_some();
+            match (had, rt.config.listen.tls.is_some()) {
+                (false, true) => Err(format!(
+                    "{}: [listen.tls] was added; the TLS listener starts only with a restart",
+                    rt.config.source.display()
+                )),
+                (true, false) => Err(format!(
+                    "{}: [listen.tls] was removed; the TLS listener stops only with a restart",
+                    rt.config.source.display()
+                )),
+                _ => Ok(rt),
+            }
+        });
         let result = match built {
             Ok(rt) => {
                 let old = self.current();
                 if old.config.listen.address != rt.config.listen.address {
                     tracing::warn!(
                         "listen.address changed; the new address takes effect only after a restart"
+                    );
+                }
+                let tls_address = |r: &Runtime| r.config.listen.tls.as_ref().map(|t| t.address);
+                if tls_address(&old) != tls_address(&rt) {
+                    tracing::warn!(
+                        "listen.tls.address changed; the new address takes effect only after a restart (the certificates are replaced now)"
                     );
                 }
                 self.current.store(Arc::new(rt));

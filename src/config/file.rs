@@ -81,6 +81,35 @@ pub struct ListenFile {
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
     /// `upgrade_socket`.
     pub upgrade_socket: Option<S>,
+    /// `[listen.tls]`.
+    pub tls: Option<Spanned<TlsFile>>,
+}
+
+/// `[listen.tls]`: the TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// `address`.
+    pub address: S,
+    /// `redirect_http`.
+    pub redirect_http: Option<bool>,
+    /// `hsts`.
+    pub hsts: Option<S>,
+    /// `[[listen.tls.certificates]]`.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<TlsCertFile>>,
+}
+
+/// One `[[listen.tls.certificates]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertFile {
+    /// `cert`: the PEM chain (`file:`/`env:` reference).
+    pub cert: S,
+    /// `key`: the PEM private key (`file:`/`env:` reference).
+    pub key: S,
+    /// `names`.
+    pub names: Option<Vec<S>>,
 }
 
 /// `[log]`.

@@ -127,6 +127,33 @@ pub struct Listen {
     /// file's directory): the Unix socket where `rotagate run --upgrade` takes the
     /// listening sockets over from the running process (see [`crate::upgrade`]).
     pub upgrade_socket: std::path::PathBuf,
+    /// `[listen.tls]`: the TLS listener; `None` when not configured.
+    pub tls: Option<Tls>,
+}
+
+impl Listen {
+    /// True when browsers reach this site over https: the public origin says so, or
+    /// rotagate terminates TLS itself. Decides the `Secure` cookie defaults.
+    pub fn https(&self) -> bool {
+        self.tls.is_some()
+            || self
+                .public_origin
+                .as_ref()
+                .is_some_and(|o| o.scheme == "https")
+    }
+}
+
+/// `[listen.tls]`: the TLS listener (see [`crate::tls`]).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// `address` to bind; read at start only.
+    pub address: SocketAddr,
+    /// `redirect_http` (default false): the plain listener answers only 308 to https.
+    pub redirect_http: bool,
+    /// `hsts`: the `Strict-Transport-Security` value of TLS responses, `None` for none.
+    pub hsts: Option<String>,
+    /// `[[listen.tls.certificates]]`, loaded and checked; the first is the default.
+    pub certificates: std::sync::Arc<crate::tls::Certificates>,
 }
 
 /// `[listen]` connection limits (DESIGN §10 "bounded work per request").

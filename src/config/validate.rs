@@ -17,6 +17,7 @@ use crate::matcher::{Condition, ConditionKind, MatcherSpec, NextOptions, RuleSet
 use crate::secret::Secret;
 
 mod upstreams;
+mod tls;
 mod vault;
 
 /// Default `rotate_every`.
@@ -270,6 +271,14 @@ pub(super) fn validate(
     let case_insensitive_paths = f.listen.case_insensitive_paths.unwrap_or(false);
     let upgrade_socket = upgrade_socket(&mut cx, f.listen.upgrade_socket.as_ref());
     let limits = conn_limits(&mut cx, &f.listen);
+    let listen_tls = f
+        .listen
+        .tls
+        .as_ref()
+        .and_then(|t| tls::listener(&mut cx, t, public_origin.as_ref(), address));
+    // what Listen::https says, before Listen exists
+    let https =
+        f.listen.tls.is_some() || public_origin.as_ref().is_some_and(|o| o.scheme == "https");
 
     // [upstream], [upstreams.NAME]
     let upstreams = upstreams::upstreams(&mut cx, &f.upstream, &f.upstreams);
@@ -382,10 +391,7 @@ pub(super) fn validate(
     };
 
     // [session]
-    let session = f
-        .session
-        .as_ref()
-        .and_then(|s| session(&mut cx, s, public_origin.as_ref()));
+    let session = f.session.as_ref().and_then(|s| session(&mut cx, s, https));
 
     // [logout]
     let lf = &f.logout;
@@ -592,6 +598,7 @@ pub(super) fn validate(
             case_insensitive_paths,
             limits,
             upgrade_socket,
+            tls: listen_tls,
         },
         upstreams,
         admin,
@@ -660,11 +667,13 @@ fn conn_limits(cx: &mut Ctx<'_>, l: &file::ListenFile) -> ConnLimits {
     }
 }
 
-fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> Option<Session> {
+/// `https`: browsers reach the site over https ([`Listen::https`]), which makes cookies
+/// `Secure` by default.
+fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, https: bool) -> Option<Session> {
     if let Some(m) = &s.mode {
         match m.get_ref().as_str() {
             "reissue" => {}
-            "vault" => return vault::session(cx, s, origin),
+            "vault" => return vault::session(cx, s, https),
             other => cx.bad_at(
                 m,
                 format!("expected \"reissue\" or \"vault\", found {other:?}"),
@@ -788,7 +797,6 @@ fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, origin: Option<&Origin>) -> 
             SameSite::Lax
         }
     };
-    let https = origin.is_some_and(|o| o.scheme == "https");
     let secure = r
         .secure
         .unwrap_or(secure_prefix || https || same_site == SameSite::None);

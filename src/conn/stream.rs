@@ -9,11 +9,16 @@
 //! instead of one for its header and one for its body. pingora's `Stream::set_buffer`
 //! is crate-private, so the buffer is ours, in front of its stream.
 //!
+//! The socket under the deadlines is pingora's L4 stream for the plain listener, and
+//! pingora's TLS stream over it for the TLS listener ([`TlsGuardedStream`]): the TLS
+//! handshake runs before, under the same header deadline (see `crate::server`).
+//!
 //! NOTE: pingora 0.9 times each header *read* (its keep-alive timeout, or none at all
 //! after a first HTTP/1.1 request: `KeepaliveStatus::Infinite`), never a whole header
 //! block, so a client dribbling one header byte at a time holds a connection for as long
 //! as it likes. The deadline has to live under pingora, in the stream it reads from.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -25,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::protocols::l4::stream::{Stream as L4Stream, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef, TlsStream, ALPN};
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
@@ -43,7 +49,45 @@ use crate::metrics::Metrics;
 pub const WRITE_BUFFER: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
 
 /// The client socket under its write buffer.
-type Inner = BufWriter<L4Stream>;
+type Inner<S> = BufWriter<S>;
+
+/// What a [`GuardedStream`] can wrap: a client connection as pingora sees it.
+pub trait ClientIo:
+    AsyncRead
+    + AsyncWrite
+    + Shutdown
+    + UniqueID
+    + Ssl
+    + GetTimingDigest
+    + GetProxyDigest
+    + GetSocketDigest
+    + Unpin
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> ClientIo for T where
+    T: AsyncRead
+        + AsyncWrite
+        + Shutdown
+        + UniqueID
+        + Ssl
+        + GetTimingDigest
+        + GetProxyDigest
+        + GetSocketDigest
+        + Unpin
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A connection of the TLS listener: the deadlines over pingora's TLS stream.
+pub type TlsGuardedStream = GuardedStream<TlsStream<L4Stream>>;
 
 /// The connection counters, resolved once at start so a connection only bumps atomics.
 #[derive(Debug)]
@@ -58,6 +102,8 @@ pub struct ConnCounters {
     pub limit_wait: IntCounter,
     /// Failed `accept` calls.
     pub accept_error: IntCounter,
+    /// TLS handshakes that failed (protocol version, no shared cipher, bad record).
+    pub tls_handshake_error: IntCounter,
     /// Connections open now.
     pub open: IntGauge,
 }
@@ -72,6 +118,7 @@ impl ConnCounters {
             lingering_close: ev("lingering_close"),
             limit_wait: ev("limit_wait"),
             accept_error: ev("accept_error"),
+            tls_handshake_error: ev("tls_handshake_error"),
             open: m.connections_open.clone(),
         })
     }
@@ -103,9 +150,11 @@ impl Drop for ConnSlot {
 
 /// A client connection with deadlines (see the module docs).
 #[derive(Debug)]
-pub struct GuardedStream {
+pub struct GuardedStream<S: ClientIo = L4Stream> {
     /// `None` only once `Drop` has handed the socket to the lingering close.
-    inner: Option<Inner>,
+    inner: Option<Inner<S>>,
+    /// Bytes already read and put back ([`GuardedStream::rewind`]), read again first.
+    unread: Vec<u8>,
     /// A [`Phase`]; atomic because the request hook marks the header block done
     /// through a shared reference (`Session::stream`).
     phase: AtomicU8,
@@ -121,14 +170,26 @@ pub struct GuardedStream {
     slot: Option<ConnSlot>,
 }
 
-impl GuardedStream {
+impl<S: ClientIo> GuardedStream<S> {
     /// Wraps a freshly accepted connection: its first request's header block is due
     /// `limits.header_timeout` after now.
-    pub fn new(inner: L4Stream, limits: ConnLimits, slot: ConnSlot) -> GuardedStream {
+    pub fn new(inner: S, limits: ConnLimits, slot: ConnSlot) -> GuardedStream<S> {
+        Self::accepted_at(inner, limits, slot, Instant::now())
+    }
+
+    /// Wraps a connection accepted at `since` (before its TLS handshake): the header
+    /// deadline counts from then, so the handshake and the first header block share it.
+    pub fn accepted_at(
+        inner: S,
+        limits: ConnLimits,
+        slot: ConnSlot,
+        since: Instant,
+    ) -> GuardedStream<S> {
         GuardedStream {
             inner: Some(BufWriter::with_capacity(WRITE_BUFFER, inner)),
+            unread: Vec::new(),
             phase: AtomicU8::new(Phase::Header.as_u8()),
-            since: Instant::now(),
+            since,
             limits,
             timer: None,
             expired: None,
@@ -162,10 +223,9 @@ impl GuardedStream {
     }
 
     /// Puts bytes already read back in front of the stream (pingora parses them first).
+    /// Kept here rather than in pingora's L4 stream so a TLS stream can be rewound too.
     pub fn rewind(&mut self, data: &[u8]) {
-        if let Some(s) = self.inner.as_mut() {
-            s.get_mut().rewind(data);
-        }
+        self.unread.splice(0..0, data.iter().copied());
     }
 
     fn expire(&mut self, phase: Phase) -> Poll<io::Result<()>> {
@@ -193,16 +253,17 @@ impl GuardedStream {
 /// Marks the request header block of `session` as read (called from the first request
 /// hook): from here on pingora's per-read `body_timeout` governs the connection.
 pub fn header_done(session: &Session) {
-    if let Some(g) = session
-        .downstream_session
-        .stream()
-        .and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
-    {
+    let Some(s) = session.downstream_session.stream() else {
+        return;
+    };
+    if let Some(g) = s.as_any().downcast_ref::<GuardedStream>() {
+        g.header_done();
+    } else if let Some(g) = s.as_any().downcast_ref::<TlsGuardedStream>() {
         g.header_done();
     }
 }
 
-impl AsyncRead for GuardedStream {
+impl<S: ClientIo> AsyncRead for GuardedStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -211,6 +272,13 @@ impl AsyncRead for GuardedStream {
         let this = self.get_mut();
         if let Some(phase) = this.expired {
             return this.expire(phase);
+        }
+        if !this.unread.is_empty() {
+            // read before, under the deadline of its phase: no phase change here
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.drain(..n);
+            return Poll::Ready(Ok(()));
         }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Ok(()));
@@ -248,7 +316,7 @@ impl AsyncRead for GuardedStream {
     }
 }
 
-impl AsyncWrite for GuardedStream {
+impl<S: ClientIo> AsyncWrite for GuardedStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -291,7 +359,7 @@ impl AsyncWrite for GuardedStream {
 }
 
 #[async_trait]
-impl Shutdown for GuardedStream {
+impl<S: ClientIo> Shutdown for GuardedStream<S> {
     async fn shutdown(&mut self) {
         if let Some(s) = self.inner.as_mut() {
             // what is still buffered goes out first
@@ -301,15 +369,31 @@ impl Shutdown for GuardedStream {
     }
 }
 
-impl UniqueID for GuardedStream {
+impl<S: ClientIo> UniqueID for GuardedStream<S> {
     fn id(&self) -> UniqueIDType {
         self.inner.as_ref().map_or(-1, |s| s.get_ref().id())
     }
 }
 
-impl Ssl for GuardedStream {}
+/// The TLS facts pingora reads (the request's scheme, ALPN for HTTP/2) come from the
+/// stream underneath: none for plain connections.
+impl<S: ClientIo> Ssl for GuardedStream<S> {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.as_ref().and_then(|s| s.get_ref().get_ssl())
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner
+            .as_ref()
+            .and_then(|s| s.get_ref().get_ssl_digest())
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner
+            .as_ref()
+            .and_then(|s| s.get_ref().selected_alpn_proto())
+    }
+}
 
-impl GetTimingDigest for GuardedStream {
+impl<S: ClientIo> GetTimingDigest for GuardedStream<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner
             .as_ref()
@@ -328,7 +412,7 @@ impl GetTimingDigest for GuardedStream {
     }
 }
 
-impl GetProxyDigest for GuardedStream {
+impl<S: ClientIo> GetProxyDigest for GuardedStream<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner
             .as_ref()
@@ -341,7 +425,7 @@ impl GetProxyDigest for GuardedStream {
     }
 }
 
-impl GetSocketDigest for GuardedStream {
+impl<S: ClientIo> GetSocketDigest for GuardedStream<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner
             .as_ref()
@@ -355,18 +439,28 @@ impl GetSocketDigest for GuardedStream {
 }
 
 #[async_trait]
-impl Peek for GuardedStream {
+impl<S: ClientIo> Peek for GuardedStream<S> {
     /// pingora peeks for the HTTP/2 preface; the accept loop has already read it (under
     /// the header deadline) and rewound it, so this never waits on the client.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        match self.inner.as_mut() {
-            Some(s) => s.get_mut().try_peek(buf).await,
-            None => Ok(false),
+        let Some(s) = self.inner.as_mut() else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 1024];
+        while self.unread.len() < buf.len() {
+            let want = (buf.len() - self.unread.len()).min(chunk.len());
+            let n = s.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.unread.extend_from_slice(&chunk[..n]);
         }
+        buf.copy_from_slice(&self.unread[..buf.len()]);
+        Ok(true)
     }
 }
 
-impl Drop for GuardedStream {
+impl<S: ClientIo> Drop for GuardedStream<S> {
     fn drop(&mut self) {
         let (Some(inner), slot) = (self.inner.take(), self.slot.take()) else {
             return;
@@ -389,7 +483,7 @@ impl Drop for GuardedStream {
 /// our last answer, then EOF), read and discard what the client still sends for up to
 /// [`LINGER`], then close. The connection's slot is freed only then. Shutting down
 /// the buffered stream writes out what is still buffered first.
-async fn linger(mut s: Inner, slot: Option<ConnSlot>) {
+async fn linger<S: ClientIo>(mut s: Inner<S>, slot: Option<ConnSlot>) {
     let _ = AsyncWriteExt::shutdown(&mut s).await;
     let until = Instant::now() + LINGER;
     let mut scratch = [0u8; 4096];

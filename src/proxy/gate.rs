@@ -264,12 +264,14 @@ impl Proxy {
         )
         .into_host()
         .map(|h| h.authority());
-        if access::csrf_ok(
-            &req.headers,
+        // over TLS without a configured public origin, the site's origin is the https
+        // one of the Host asked for: an http:// page posting here is cross-origin
+        let own = crate::tls::site_origin(
+            super::arrived_over_tls(session),
             cfg.listen.public_origin.as_ref(),
             host.as_deref(),
-            &cfg.csrf,
-        ) {
+        );
+        if access::csrf_ok(&req.headers, own.as_deref(), host.as_deref(), &cfg.csrf) {
             return Ok(false);
         }
         self.shared

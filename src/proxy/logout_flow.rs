@@ -30,11 +30,7 @@ impl Proxy {
         pairs: &[(&str, &str)],
         cfg: &crate::config::Config,
     ) -> bool {
-        let secure = cfg
-            .listen
-            .public_origin
-            .as_ref()
-            .is_some_and(|o| o.scheme == "https");
+        let secure = cfg.listen.https();
         let (broken, cookie) = self.shared.current().loop_breaker.record(
             pairs,
             self.shared.clock.now_unix(),

@@ -70,6 +70,8 @@ pub struct Ctx {
     held_to_require: bool,
     /// The upstream and addresses this request tried.
     attempt: crate::upstreams::Attempt,
+    /// The request arrived over TLS (the TLS listener).
+    tls: bool,
 }
 
 /// Whether an upstream 401/403 on this request may become a logout, decided from cheap
@@ -117,6 +119,12 @@ impl Ctx {
 }
 
 use respond::respond_text;
+
+/// True when `session` came in over the TLS listener: pingora's digest of the
+/// connection then carries the TLS session.
+fn arrived_over_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
 
 impl Proxy {
     /// The one log line of a failed request (pingora's own are suppressed): the error's
@@ -177,6 +185,7 @@ impl ProxyHttp for Proxy {
             preflight: false,
             held_to_require: false,
             attempt: Default::default(),
+            tls: false,
         }
     }
 
@@ -187,8 +196,10 @@ impl ProxyHttp for Proxy {
 
     /// The first hook after a request's header block was read: its header deadline
     /// ends here (the connection's `body_timeout` governs from now on).
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::conn::stream::header_done(session);
+        // over TLS, pingora's digest of the connection carries the TLS session
+        ctx.tls = arrived_over_tls(session);
         Ok(())
     }
 

@@ -50,8 +50,18 @@ impl Proxy {
             respond_text(session, 431, "request header fields too large").await?;
             return Ok(true);
         }
-        // the one reading of the host (DESIGN §10), vetted against the public origin
         let listen = &ctx.rt.config.listen;
+        if let Some(location) = https_redirect(req, ctx.tls, listen) {
+            ctx.log_path = "-".to_string();
+            let headers = [
+                ("location", location),
+                ("content-type", "text/plain; charset=utf-8".to_string()),
+            ];
+            let body = bytes::Bytes::from_static(b"this site is served over https\n");
+            super::respond::respond(session, 308, &headers, body).await?;
+            return Ok(true);
+        }
+        // the one reading of the host (DESIGN §10), vetted against the public origin
         let reading = hygiene::request_host(
             req.raw_path(),
             req.uri.authority().map(|a| a.as_str()),
@@ -279,4 +289,33 @@ fn ours_not_the_apps(d: &session::Decision) -> Option<&'static str> {
 pub(super) fn is_login_path(path: &str, login_url: &str) -> bool {
     let login = login_url.split('?').next().unwrap_or(login_url);
     path == login || path.strip_suffix('/') == Some(login)
+}
+
+/// The `Location` of the plain listener's only answer when `redirect_http` is on (see
+/// [`crate::tls::https_redirect`]); `None` when the request is to be served.
+fn https_redirect(
+    req: &RequestHeader,
+    tls: bool,
+    listen: &crate::config::Listen,
+) -> Option<String> {
+    let origin = listen.public_origin.as_ref()?;
+    if tls || !listen.tls.as_ref().is_some_and(|t| t.redirect_http) {
+        return None;
+    }
+    let reading = hygiene::request_host(
+        req.raw_path(),
+        req.uri.authority().map(|a| a.as_str()),
+        &req.headers,
+    );
+    // a host rotagate serves, or none: a foreign Host is never reflected
+    let host = hygiene::vet_host(reading, false, Some(origin), &listen.allowed_hosts)
+        .ok()
+        .flatten();
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(crate::tls::https_redirect(
+        host.as_ref(),
+        pq,
+        origin,
+        &listen.allowed_hosts,
+    ))
 }

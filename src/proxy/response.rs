@@ -23,6 +23,19 @@ impl Proxy {
         if ctx.preflight {
             return self.preflight_response(resp, ctx);
         }
+        let hsts = ctx
+            .rt
+            .config
+            .listen
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts.as_deref());
+        let app_set = resp
+            .headers
+            .contains_key(http::header::STRICT_TRANSPORT_SECURITY);
+        if let Some(v) = crate::tls::hsts_to_add(ctx.tls, hsts, app_set) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v)?;
+        }
         for name in hygiene::hop_by_hop_names(&resp.headers, false) {
             if name != http::header::CONNECTION && name != http::header::UPGRADE {
                 resp.remove_header(&name);

@@ -9,11 +9,7 @@ use super::super::runtime::*;
 use super::{Ctx, MIN_HMAC_SECRET};
 
 /// Validates a `[session]` whose `mode` is `"vault"`.
-pub(super) fn session(
-    cx: &mut Ctx<'_>,
-    s: &file::SessionFile,
-    origin: Option<&Origin>,
-) -> Option<Session> {
+pub(super) fn session(cx: &mut Ctx<'_>, s: &file::SessionFile, https: bool) -> Option<Session> {
     if s.reissue.is_some() {
         cx.bad(
             None,
@@ -21,7 +17,6 @@ pub(super) fn session(
             "[session.reissue] belongs to mode = \"reissue\"; mode = \"vault\" takes [session.vault]",
         );
     }
-    let https = origin.is_some_and(|o| o.scheme == "https");
     let vf = s.vault.as_ref().map(|v| v.get_ref());
     let cookie = match vf.and_then(|v| v.cookie.as_ref()) {
         None if https => "__Host-Http-rg".to_string(),
@@ -36,7 +31,7 @@ pub(super) fn session(
             } else if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !https {
                 cx.bad_at(
                     c,
-                    format!("cookie {name:?} needs Secure, which browsers only keep from an https origin: set `listen.public_origin = \"https://…\"` or use a name without the prefix (e.g. \"rg\")"),
+                    format!("cookie {name:?} needs Secure, which browsers only keep from an https origin: set `listen.public_origin = \"https://…\"` (or `[listen.tls]`) or use a name without the prefix (e.g. \"rg\")"),
                 );
             }
             name.clone()

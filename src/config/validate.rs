@@ -16,8 +16,8 @@ use super::{ConfigError, Locator, Problem};
 use crate::matcher::{Condition, ConditionKind, MatcherSpec, NextOptions, RuleSet, SourceSpec};
 use crate::secret::Secret;
 
-mod upstreams;
 mod tls;
+mod upstreams;
 mod vault;
 
 /// Default `rotate_every`.

@@ -258,7 +258,7 @@ async fn hand_over(mut stream: UnixStream, handover: &Handover) -> Result<bool, 
     }
 }
 
-/// Only a process of our own user (or root) may have our sockets.
+/// Only a process of our own user (or root) may have our sockets, or give us its own.
 fn check_peer(stream: &UnixStream) -> Result<(), String> {
     let peer = rustix::net::sockopt::socket_peercred(stream)
         .map_err(|e| format!("cannot tell who connected to the upgrade socket: {e}"))?;
@@ -267,7 +267,7 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "refused a connection from uid {} to the upgrade socket (this process runs as uid {})",
+            "refused: the other end of the upgrade socket runs as uid {} (this process as uid {})",
             peer.uid.as_raw(),
             me.as_raw()
         ))
@@ -290,6 +290,9 @@ pub async fn take_over(path: &Path) -> Result<(Listeners, Predecessor), String> 
             path.display()
         )
     })?;
+    // only sockets of our own user (or root) are taken: a socket file another local
+    // user made at a shared path (/tmp) must not hand us listeners of theirs
+    check_peer(&stream).map_err(|e| format!("--upgrade: {}: {e}", path.display()))?;
     stream.write_all(TAKE_OVER).await.map_err(|e| {
         format!(
             "--upgrade: cannot ask the process at {} for its sockets: {e}",

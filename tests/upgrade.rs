@@ -26,12 +26,21 @@ struct Proc {
     child: Child,
     proxy: SocketAddr,
     admin: SocketAddr,
+    /// The TLS listener, when the config has one (announced third).
+    tls: Option<SocketAddr>,
     stderr: std::sync::mpsc::Receiver<String>,
+    /// Kept open: the process may still print.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Proc {
     /// Starts `rotagate run -c config [--upgrade]` and reads its announce lines.
     fn start(config: &Path, upgrade: bool) -> Proc {
+        Self::start_with(config, upgrade, false)
+    }
+
+    /// [`Proc::start`], reading the TLS listener's announce line too when `tls`.
+    fn start_with(config: &Path, upgrade: bool, tls: bool) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotagate"));
         cmd.args(["--log-format", "json", "run", "-c"]).arg(config);
         if upgrade {
@@ -63,11 +72,14 @@ impl Proc {
         };
         let proxy = addr_of("rotagate: proxy listening on http://");
         let admin = addr_of("rotagate: admin listening on http://");
+        let tls = tls.then(|| addr_of("rotagate: tls listening on https://"));
         Proc {
             child,
             proxy,
             admin,
+            tls,
             stderr,
+            _stdout: out,
         }
     }
 
@@ -709,4 +721,87 @@ async fn a_second_process_on_a_busy_upgrade_socket_leaves_it_to_the_first() {
     );
     // the second stopping left the upgrade socket to the process that owns it now
     assert!(dir.path().join("upgrade.sock").exists());
+}
+
+/// The TLS listener is handed over like the others: its address stays, and a client
+/// opening a new TLS connection per request across the upgrade gets every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_is_handed_over_too() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("app.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("app.key"), cert.key_pair.serialize_pem()).unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let cfg = dir.path().join("rotagate.toml");
+    std::fs::write(
+        &cfg,
+        config_with_listen(
+            up.addr,
+            &format!(
+                "upgrade_socket = {:?}\n[listen.tls]\naddress = \"127.0.0.1:0\"\n[[listen.tls.certificates]]\ncert = \"file:app.pem\"\nkey = \"file:app.key\"",
+                socket.display().to_string()
+            ),
+            "",
+        ),
+    )
+    .unwrap();
+    let mut old = tokio::task::block_in_place(|| Proc::start_with(&cfg, false, true));
+    let tls = old.tls.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", tls)
+        .pool_max_idle_per_host(0) // a new TLS connection per request
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/x", tls.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (count_tx, mut count) = watch::channel(0u64);
+    let loop_ = {
+        let stop = stop.clone();
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        n += 1;
+                        let _ = count_tx.send(n);
+                    }
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+            }
+            failures
+        })
+    };
+    let wait_more = |count: &mut watch::Receiver<u64>, more: u64| {
+        let target = *count.borrow() + more;
+        let mut count = count.clone();
+        async move {
+            within("TLS answers", count.wait_for(|n| *n >= target))
+                .await
+                .unwrap();
+        }
+    };
+    wait_more(&mut count, 10).await;
+    let new = tokio::task::block_in_place(|| Proc::start_with(&cfg, true, true));
+    assert_eq!(
+        new.tls,
+        Some(tls),
+        "the successor listens on the same TLS socket"
+    );
+    let (ok, lines) = tokio::task::block_in_place(|| old.wait_exit());
+    assert!(ok, "{lines:#?}");
+    assert!(access_lines(&lines) > 0, "the old process answered some");
+    wait_more(&mut count, 10).await;
+    stop.store(true, Ordering::SeqCst);
+    let failures = within("TLS client stops", loop_).await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "TLS requests without an answer: {failures:#?}"
+    );
+    drop(new);
 }

@@ -799,3 +799,134 @@ fn leaf_base64(text: &str) -> String {
     let end = rest.find("-----END CERTIFICATE-----").unwrap();
     rest[..end].split_whitespace().collect()
 }
+
+/// Raw bytes over one TLS connection (HTTP/1.1, SNI `sni`): what came back until the
+/// server closed or the first response head and its Content-Length body were read.
+async fn tls_raw(addr: SocketAddr, ca: &str, sni: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca, &[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        match within("a TLS answer", tls.read(&mut chunk)).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).to_string(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// DESIGN §10 on the TLS listener: the same screening as the plain one — malformed
+/// request lines, oversized header blocks, ambiguous paths, foreign hosts, spoofed
+/// identity and internal headers — and the connection limit shared by both listeners.
+#[tokio::test]
+async fn the_tls_listener_holds_the_hardening_rules() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["app.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.pem", &leaf.cert);
+    write(dir.path(), "a.key", &leaf.key);
+    let up = upstream_ok().await;
+    let text = config(
+        up.addr,
+        "public_origin = \"https://app.test\"\nmax_header_bytes = 8192\nmax_connections = 1",
+        &tls_section("", &[("a.pem", "a.key")]),
+    );
+    let h = Harness::start_text(dir, up, &text).await;
+    let addr = tls_addr(&h);
+    let ca = ca.pem();
+    let get = |extra: &str, path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n{extra}\r\n")
+    };
+
+    let r = tls_raw(
+        addr,
+        &ca,
+        "app.test",
+        b"GET /x HTTP/1.1 junk\r\nHost: app.test\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "malformed request line: {r}");
+    let big = format!("x-big: {}\r\n", "a".repeat(9000));
+    let r = tls_raw(addr, &ca, "app.test", get(&big, "/x").as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "oversized header block: {r}");
+    for path in ["/x/..%2Fpremium", "/x/..;/premium", "/a//b"] {
+        let r = tls_raw(addr, &ca, "app.test", get("", path).as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{path}: {r}");
+    }
+    // SNI names the site, Host another one: the Host is what is judged
+    let r = tls_raw(
+        addr,
+        &ca,
+        "app.test",
+        b"GET /x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 421"), "foreign host: {r}");
+    assert_eq!(h.upstream.count(), 0, "nothing refused reached the app");
+
+    let spoofed = "x-rotagate-subject: admin\r\nx-middleware-subrequest: middleware\r\nx-forwarded-proto: http\r\nx-forwarded-host: evil.test\r\n";
+    let r = tls_raw(addr, &ca, "app.test", get(spoofed, "/x").as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen = h.upstream.last();
+    assert_eq!(seen.header("x-rotagate-subject"), None);
+    assert_eq!(seen.header("x-middleware-subrequest"), None);
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_ne!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("evil.test")
+    );
+
+    // max_connections = 1 for both listeners: a held plain connection makes the TLS
+    // client wait (counted), and it is served once the plain one closes
+    let mut plain = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        plain
+            .write_all(b"GET /held HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    let held = read_one_response(&mut plain).await;
+    assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+    let mut waiting = {
+        let ca = ca.clone();
+        let req = get("", "/after");
+        tokio::spawn(async move { tls_raw(addr, &ca, "app.test", req.as_bytes()).await })
+    };
+    // not answered while the plain connection holds the one slot (with a slot of its
+    // own the TLS listener would answer in a few milliseconds)
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "the TLS listener served past max_connections: {early:?}"
+    );
+    let m = h.metrics().await;
+    assert!(
+        metric_value(&m, "rotagate_connection_events_total{event=\"limit_wait\"}")
+            .is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    drop(plain);
+    let r = within("served once the slot frees", waiting).await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    h.shutdown().await;
+}

@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn nested_sections_and_their_arrays_of_tables() {
+        let text = "[listen]\naddress = \"0.0.0.0:1\"\n[listen.tls]\naddress = \"0.0.0.0:2\"\n[[listen.tls.certificates]]\ncert = \"file:a\"\nkey = \"file:b\"\n";
+        let a = apply(text, &o("ROTAGATE_LISTEN__TLS__HSTS", "max-age=60")).unwrap();
+        let v: toml::Table = toml::from_str(&a.text).unwrap();
+        assert_eq!(v["listen"]["tls"]["hsts"].as_str(), Some("max-age=60"));
+        assert_eq!(
+            v["listen"]["tls"]["certificates"][0]["cert"].as_str(),
+            Some("file:a")
+        );
+        let e = apply(
+            text,
+            &o("ROTAGATE_LISTEN__TLS__CERTIFICATES__0__CERT", "file:c"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("array of tables"), "{}", e.message);
+    }
+
+    #[test]
     fn arrays_and_tables_are_not_overridable() {
         let text = "allowed = 1\n[listen]\nallowed_hosts = [\"a\"]\n[[route]]\nmatch = \"/a\"\n";
         let e = apply(text, &o("ROTAGATE_ROUTE__0__MATCH", "/b")).unwrap_err();

@@ -221,11 +221,16 @@ pub fn server_config(
 }
 
 /// The scheme a request arrived with as the app should see it (`X-Forwarded-Proto`):
-/// `https` over TLS; otherwise the public origin's (a TLS terminator in front of
-/// rotagate), else `http`.
-pub fn own_proto(tls: bool, public_origin: Option<&Origin>) -> &str {
+/// `https` over TLS. On the plain listener: `http` when rotagate has a TLS listener of
+/// its own (then the plain one is plain HTTP, whatever the public origin says: an app
+/// enforcing https must see plaintext as plaintext); otherwise the public origin's (a
+/// TLS terminator in front of rotagate), else `http`.
+pub fn own_proto(tls: bool, has_tls_listener: bool, public_origin: Option<&Origin>) -> &str {
     if tls {
         return "https";
+    }
+    if has_tls_listener {
+        return "http";
     }
     public_origin.map_or("http", |o| o.scheme.as_str())
 }
@@ -347,11 +352,13 @@ mod tests {
             scheme: "http".into(),
             ..https.clone()
         };
-        assert_eq!(own_proto(true, None), "https");
-        assert_eq!(own_proto(true, Some(&http)), "https");
-        assert_eq!(own_proto(false, Some(&https)), "https");
-        assert_eq!(own_proto(false, Some(&http)), "http");
-        assert_eq!(own_proto(false, None), "http");
+        assert_eq!(own_proto(true, true, None), "https");
+        assert_eq!(own_proto(true, true, Some(&http)), "https");
+        assert_eq!(own_proto(false, false, Some(&https)), "https");
+        assert_eq!(own_proto(false, false, Some(&http)), "http");
+        assert_eq!(own_proto(false, false, None), "http");
+        // rotagate terminates TLS itself: its plain listener is plain
+        assert_eq!(own_proto(false, true, Some(&https)), "http");
     }
 
     #[test]

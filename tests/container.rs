@@ -429,3 +429,31 @@ fn the_binary_needs_only_libraries_of_the_runtime_image() {
     assert!(docker.contains("rotagate\", \"health\""), "{docker}");
     assert!(!docker.contains("CMD curl"), "{docker}");
 }
+
+#[test]
+fn a_secret_in_the_wrong_shape_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = "[session]\nmode = \"reissue\"\n[session.reissue]\nformat = \"authjs\"\nsecrets = [\"env:AUTH_SECRET\"]\n";
+    let p = write(dir.path(), "rotagate.toml", &format!("{BASE}{session}"));
+    let literal = "a-literal-auth-secret-pasted-into-the-env-0123";
+    let env = [("ROTAGATE_ADMIN_TOKEN", TOKEN), ("AUTH_SECRET", TOKEN)];
+    let (code, out, err) = rotagate(&["check", "-c", &p], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    // an override gives a string where a list of references belongs
+    let mut with = env.to_vec();
+    with.push(("ROTAGATE_SESSION__REISSUE__SECRETS", literal));
+    let (code, out, err) = rotagate(&["check", "--print-effective", "-c", &p], &with);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("ROTAGATE_SESSION__REISSUE__SECRETS"), "{err}");
+    assert!(!err.contains(literal) && !out.contains(literal), "{out}{err}");
+    // the same mistake in the file
+    let p = write(
+        dir.path(),
+        "rotagate.toml",
+        &format!("{BASE}{}", session.replace("[\"env:AUTH_SECRET\"]", &format!("{literal:?}"))),
+    );
+    let (code, out, err) = rotagate(&["check", "-c", &p], &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("session.reissue.secrets"), "{err}");
+    assert!(!err.contains(literal) && !out.contains(literal), "{out}{err}");
+}

@@ -895,6 +895,15 @@ async fn the_tls_listener_holds_the_hardening_rules() {
         Some("evil.test")
     );
 
+    // the plain listener beside the TLS one is plain: the app must not take it for https
+    let r = raw(
+        h.addr(),
+        b"GET /plain HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(h.upstream.last().header("x-forwarded-proto").as_deref(), Some("http"));
+
     // max_connections = 1 for both listeners: a held plain connection makes the TLS
     // client wait (counted), and it is served once the plain one closes
     let mut plain = tokio::net::TcpStream::connect(h.addr()).await.unwrap();

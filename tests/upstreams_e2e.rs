@@ -773,3 +773,76 @@ async fn an_error_answer_on_a_keep_alive_connection_says_it_closes() {
     }
     h.shutdown().await;
 }
+
+/// An upstream that answers the first request of each connection (keep-alive) and
+/// closes the connection, unanswered, after reading its second: the pooled-connection
+/// race, where the request was sent. Every request line it read is logged.
+async fn closes_after_second_request() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut served = 0;
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        log.lock()
+                            .unwrap()
+                            .push(head.lines().next().unwrap_or_default().to_string());
+                        served += 1;
+                        if served == 2 {
+                            return; // closes, unanswered
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test]
+async fn a_request_sent_on_a_connection_that_broke_is_resent_only_when_safe() {
+    let (addr, log) = closes_after_second_request().await;
+    let up = upstream_ok().await; // unused: the harness wants one
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\nthreads = 1\n\n[upstream]\nurl = \"http://{addr}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
+    );
+    let h = Harness::start_text(tempfile::tempdir().unwrap(), up, &text).await;
+    let c = client();
+    let send = |method: reqwest::Method, path: &str| {
+        let req = c.request(method, h.url(path)).header("content-length", "0");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // a PUT (idempotent, not safe) on the pooled connection, which then breaks
+    assert_eq!(send(reqwest::Method::GET, "/warm").await, 200);
+    assert_eq!(send(reqwest::Method::PUT, "/put").await, 502);
+    let puts = log.lock().unwrap().iter().filter(|l| l.starts_with("PUT")).count();
+    assert_eq!(puts, 1, "the PUT was sent once: {:?}", log.lock().unwrap());
+    // a DELETE likewise
+    assert_eq!(send(reqwest::Method::GET, "/warm2").await, 200);
+    assert_eq!(send(reqwest::Method::DELETE, "/del").await, 502);
+    let dels = log.lock().unwrap().iter().filter(|l| l.starts_with("DELETE")).count();
+    assert_eq!(dels, 1, "{:?}", log.lock().unwrap());
+    // a GET is resent on a fresh connection and answered
+    assert_eq!(send(reqwest::Method::GET, "/warm3").await, 200);
+    assert_eq!(send(reqwest::Method::GET, "/get").await, 200);
+    let gets = log.lock().unwrap().iter().filter(|l| l.starts_with("GET /get ")).count();
+    assert_eq!(gets, 2, "{:?}", log.lock().unwrap());
+    h.shutdown().await;
+}

@@ -274,6 +274,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "secret",
     "secrets",
     "private_key",
+    "keys",
     "store_password",
     "store_username",
     "store_sentinel_password",

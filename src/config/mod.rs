@@ -171,12 +171,59 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         } else {
             message
         };
+        let mut problem = locator.problem(span, None, message);
+        redact_secret_value(&mut problem);
         ConfigError {
             file: source.to_path_buf(),
-            problems: vec![locator.problem(span, None, message)],
+            problems: vec![problem],
         }
     })?;
     validate::validate(model, source, &locator)
+}
+
+/// A TOML type error quotes the value it found (`invalid type: string "…", expected a
+/// sequence`): under a secret key that value may be the secret itself, pasted where a
+/// reference belongs. Quoted text in such a message is replaced.
+fn redact_secret_value(p: &mut Problem) {
+    let last = p
+        .key
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .split('[')
+        .next()
+        .unwrap_or_default();
+    if !env::SECRET_KEYS.contains(&last) {
+        return;
+    }
+    let mut out = String::with_capacity(p.message.len());
+    let mut rest = p.message.as_str();
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        // the closing quote (serde escapes quotes inside with a backslash)
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        out.push_str("<the value is not shown>");
+        match end {
+            Some(e) => rest = &after[e + 1..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    p.message = format!("{out} (secrets are `env:NAME` or `file:PATH` references)");
 }
 
 /// Turns byte offsets into line, column and key path.

@@ -239,6 +239,31 @@ impl ProxyHttp for Proxy {
         e
     }
 
+    /// An error once the request was (at least partly) sent, e.g. on a pooled
+    /// connection the upstream had just closed: pingora would send any idempotent
+    /// request again on a fresh connection; here only safe methods (GET, HEAD, OPTIONS,
+    /// TRACE) are resent — a PUT or DELETE the upstream may already have applied is
+    /// never sent twice, as a POST never is.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if crate::upstreams::select::resend_after_send(
+            &session.req_header().method,
+            session.as_ref().retry_buffer_truncated(),
+        ) {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
     /// Rewrites the request for the upstream: strips spoofable and hop-by-hop headers,
     /// sets `X-Forwarded-*`, merges `Cookie` fields.
     async fn upstream_request_filter(

@@ -79,8 +79,27 @@ impl Tracker {
     }
 }
 
+/// Whether a request may be sent again after (part of) it went out on a connection
+/// that broke: only a safe method (RFC 9110 §9.2.1: GET, HEAD, OPTIONS, TRACE), whose
+/// repetition cannot change anything, and only while its body is still buffered.
+pub fn resend_after_send(method: &http::Method, body_truncated: bool) -> bool {
+    method.is_safe() && !body_truncated
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_safe_methods_are_resent_once_sent() {
+        use http::Method;
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(resend_after_send(&m, false), "{m}");
+            assert!(!resend_after_send(&m, true), "{m}");
+        }
+        for m in [Method::PUT, Method::DELETE, Method::POST, Method::PATCH] {
+            assert!(!resend_after_send(&m, false), "{m}");
+        }
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -261,7 +261,13 @@ fn health(cx: &mut Ctx<'_>, f: &file::UpstreamFile) -> Option<HealthCheck> {
 
 /// `http[s]://host[:port]` → (`host:port`, host, tls). No path, query or credentials.
 pub(super) fn parse_upstream_url(url: &str) -> Result<(String, String, bool), String> {
-    let expected = format!("expected a URL like \"http://127.0.0.1:3000\", found {url:?}");
+    // a URL with userinfo may hold a password: it is never echoed
+    let shown = if url.contains('@') {
+        "a URL with credentials (not shown)".to_string()
+    } else {
+        format!("{url:?}")
+    };
+    let expected = format!("expected a URL like \"http://127.0.0.1:3000\", found {shown}");
     let uri: http::Uri = url.parse().map_err(|_| expected.clone())?;
     let tls = match uri.scheme_str() {
         Some("http") => false,
@@ -273,14 +279,14 @@ pub(super) fn parse_upstream_url(url: &str) -> Result<(String, String, bool), St
         .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
     {
         return Err(format!(
-            "expected no path or query in the upstream URL, found {url:?}"
+            "expected no path or query in the upstream URL, found {shown}"
         ));
     }
     let auth = uri.authority().ok_or_else(|| expected.clone())?;
     if auth.as_str().contains('@') {
-        return Err(format!(
-            "expected no credentials in the upstream URL, found {url:?}"
-        ));
+        return Err(
+            "expected no credentials in the upstream URL (user:password@ is not shown)".to_string(),
+        );
     }
     let host = auth.host();
     if host.is_empty() {
@@ -294,6 +300,14 @@ pub(super) fn parse_upstream_url(url: &str) -> Result<(String, String, bool), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_never_echoed() {
+        for bad in ["http://u:hunter2pw@app:1", "http://u:hunter2pw@app:1/x", "ftp://u:hunter2pw@app"] {
+            let e = parse_upstream_url(bad).unwrap_err();
+            assert!(!e.contains("hunter2pw"), "{e}");
+        }
+    }
 
     #[test]
     fn urls() {

@@ -4,8 +4,10 @@
 //! NOTE: directories are watched, not the files: Kubernetes updates a mounted
 //! ConfigMap or Secret by swapping a `..data` symlink in the directory, so the file's
 //! own inode never changes and a watch on it would never fire. An event only marks the
-//! set dirty; what decides is the files' contents (SHA-256 of each), so a touched but
-//! unchanged file, or our own reads, never reload, and a burst of writes reloads once.
+//! set dirty; what decides is the files' contents (SHA-256 of each) and what each path
+//! leads to, so a touched but unchanged file, or our own reads, never reload, and a burst
+//! of writes reloads once. Only regular files of bounded size are read (a swap to
+//! `/dev/zero` or a FIFO is refused, not read).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -63,20 +65,30 @@ impl WatchSet {
         self.files.iter().any(|f| f.file_name() == Some(name))
     }
 
-    /// The contents' fingerprint: SHA-256 of each file, `None` for one unreadable now.
-    pub fn fingerprint(&self) -> Vec<Option<Vec<u8>>> {
+    /// The files' fingerprint: for each, the identity of what the path leads to
+    /// (device, inode: a swap to another file shows even when neither can be read) and
+    /// the SHA-256 of its contents when it is a readable regular file.
+    pub fn fingerprint(&self) -> Vec<Fingerprint> {
+        use std::os::unix::fs::MetadataExt;
         self.files
             .iter()
             .map(|f| {
-                std::fs::read(f).ok().map(|b| {
-                    ring::digest::digest(&ring::digest::SHA256, &b)
-                        .as_ref()
-                        .to_vec()
-                })
+                let id = std::fs::metadata(f).ok().map(|m| (m.dev(), m.ino()));
+                let hash = crate::config::read_bounded(f, crate::config::MAX_FILE_BYTES)
+                    .ok()
+                    .map(|b| {
+                        ring::digest::digest(&ring::digest::SHA256, &b)
+                            .as_ref()
+                            .to_vec()
+                    });
+                (id, hash)
             })
             .collect()
     }
 }
+
+/// One file's fingerprint: what the path leads to, and its contents' hash.
+pub type Fingerprint = (Option<(u64, u64)>, Option<Vec<u8>>);
 
 /// True for the events that can mean new contents (not opens and reads, ours included).
 pub fn is_change(kind: &EventKind) -> bool {
@@ -156,7 +168,7 @@ fn lock(set: &std::sync::Mutex<WatchSet>) -> std::sync::MutexGuard<'_, WatchSet>
     set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn fingerprint(set: &WatchSet) -> Vec<Option<Vec<u8>>> {
+async fn fingerprint(set: &WatchSet) -> Vec<Fingerprint> {
     let set = set.clone();
     tokio::task::spawn_blocking(move || set.fingerprint())
         .await

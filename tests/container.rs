@@ -326,6 +326,47 @@ async fn a_kubernetes_configmap_swap_reloads() {
     let s = proc.status_after(0).await;
     assert_eq!(s["generation"], 2, "{s}");
     assert_eq!(s["last_reload_error"], serde_json::Value::Null, "{s}");
+
+    // a swap to the wrong kind of file is refused, quickly and without reading it:
+    // a device that never ends, a FIFO whose open would block
+    let swap = |version: &str| {
+        std::os::unix::fs::symlink(version, d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    };
+    std::fs::create_dir(d.join("..v3")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("..v3/rotagate.toml")).unwrap();
+    swap("..v3");
+    let s = proc.status_after(1).await;
+    assert_eq!(s["generation"], 2, "{s}");
+    assert!(
+        s["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{s}"
+    );
+    std::fs::create_dir(d.join("..v4")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(d.join("..v4/rotagate.toml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    swap("..v4");
+    let s = proc.status_after(2).await;
+    assert_eq!(s["generation"], 2, "{s}");
+    assert!(
+        s["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{s}"
+    );
+    // and the watcher is still there for the next real change
+    std::fs::create_dir(d.join("..v5")).unwrap();
+    std::fs::write(d.join("..v5/rotagate.toml"), body("five")).unwrap();
+    swap("..v5");
+    let s = proc.status_after(3).await;
+    assert_eq!(s["generation"], 3, "{s}");
 }
 
 /// A one-shot HTTP server answering `status` to whatever it gets.
@@ -445,15 +486,24 @@ fn a_secret_in_the_wrong_shape_is_never_echoed() {
     let (code, out, err) = rotagate(&["check", "--print-effective", "-c", &p], &with);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("ROTAGATE_SESSION__REISSUE__SECRETS"), "{err}");
-    assert!(!err.contains(literal) && !out.contains(literal), "{out}{err}");
+    assert!(
+        !err.contains(literal) && !out.contains(literal),
+        "{out}{err}"
+    );
     // the same mistake in the file
     let p = write(
         dir.path(),
         "rotagate.toml",
-        &format!("{BASE}{}", session.replace("[\"env:AUTH_SECRET\"]", &format!("{literal:?}"))),
+        &format!(
+            "{BASE}{}",
+            session.replace("[\"env:AUTH_SECRET\"]", &format!("{literal:?}"))
+        ),
     );
     let (code, out, err) = rotagate(&["check", "-c", &p], &env);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("session.reissue.secrets"), "{err}");
-    assert!(!err.contains(literal) && !out.contains(literal), "{out}{err}");
+    assert!(
+        !err.contains(literal) && !out.contains(literal),
+        "{out}{err}"
+    );
 }

@@ -902,7 +902,10 @@ async fn the_tls_listener_holds_the_hardening_rules() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert_eq!(h.upstream.last().header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        h.upstream.last().header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
 
     // max_connections = 1 for both listeners: a held plain connection makes the TLS
     // client wait (counted), and it is served once the plain one closes

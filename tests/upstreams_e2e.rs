@@ -832,17 +832,32 @@ async fn a_request_sent_on_a_connection_that_broke_is_resent_only_when_safe() {
     // a PUT (idempotent, not safe) on the pooled connection, which then breaks
     assert_eq!(send(reqwest::Method::GET, "/warm").await, 200);
     assert_eq!(send(reqwest::Method::PUT, "/put").await, 502);
-    let puts = log.lock().unwrap().iter().filter(|l| l.starts_with("PUT")).count();
+    let puts = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("PUT"))
+        .count();
     assert_eq!(puts, 1, "the PUT was sent once: {:?}", log.lock().unwrap());
     // a DELETE likewise
     assert_eq!(send(reqwest::Method::GET, "/warm2").await, 200);
     assert_eq!(send(reqwest::Method::DELETE, "/del").await, 502);
-    let dels = log.lock().unwrap().iter().filter(|l| l.starts_with("DELETE")).count();
+    let dels = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .count();
     assert_eq!(dels, 1, "{:?}", log.lock().unwrap());
     // a GET is resent on a fresh connection and answered
     assert_eq!(send(reqwest::Method::GET, "/warm3").await, 200);
     assert_eq!(send(reqwest::Method::GET, "/get").await, 200);
-    let gets = log.lock().unwrap().iter().filter(|l| l.starts_with("GET /get ")).count();
+    let gets = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("GET /get "))
+        .count();
     assert_eq!(gets, 2, "{:?}", log.lock().unwrap());
     h.shutdown().await;
 }

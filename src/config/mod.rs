@@ -88,16 +88,53 @@ pub fn effective_text(path: &Path) -> Result<String, ConfigError> {
     Ok(env::display_text(&applied.text, &overrides))
 }
 
+/// The largest config file read (a config is a few KB; this bounds a mistake).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest file a config names (`file:` secrets and certificates, the Server
+/// Action manifest) that is read.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most `max` bytes. Anything else — a device such as
+/// `/dev/zero`, a FIFO (whose open would block), a directory, a bigger file — is an
+/// error: a config swap to the wrong target must not exhaust memory or hang a reload.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || std::io::Error::other(format!("larger than {max} bytes"));
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(out)
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        problems: vec![Problem {
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }],
-    })
+    read_bounded(path, MAX_CONFIG_BYTES)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })
+        .map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })
 }
 
 fn override_error(path: &Path, e: env::OverrideError) -> ConfigError {

@@ -97,7 +97,7 @@ impl Ctx<'_> {
         } else if let Some(p) = r.strip_prefix("file:") {
             let path = self.dir.join(p);
             self.files.push(path.clone());
-            match std::fs::read(&path) {
+            match super::read_bounded(&path, super::MAX_FILE_BYTES) {
                 Ok(mut bytes) => {
                     if trim {
                         while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -1282,7 +1282,8 @@ pub fn parse_origin(s: &str) -> Result<Origin, &'static str> {
 
 /// Reads Next's `server-reference-manifest.json` from disk (see [`parse_manifest`]).
 fn read_manifest(path: &Path) -> Result<Vec<(String, Vec<String>)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let bytes = super::read_bounded(path, super::MAX_FILE_BYTES).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     parse_manifest(&text)
 }
 

@@ -61,7 +61,8 @@ impl Proxy {
             up.remove_header(&name);
         }
         let listen = &cfg.listen;
-        let own_proto = crate::tls::own_proto(ctx.tls, listen.tls.is_some(), listen.public_origin.as_ref());
+        let own_proto =
+            crate::tls::own_proto(ctx.tls, listen.tls.is_some(), listen.public_origin.as_ref());
         let fwd = hygiene::forwarded(
             &up.headers,
             peer_ip,

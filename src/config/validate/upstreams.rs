@@ -303,7 +303,11 @@ mod tests {
 
     #[test]
     fn a_password_in_a_url_is_never_echoed() {
-        for bad in ["http://u:hunter2pw@app:1", "http://u:hunter2pw@app:1/x", "ftp://u:hunter2pw@app"] {
+        for bad in [
+            "http://u:hunter2pw@app:1",
+            "http://u:hunter2pw@app:1/x",
+            "ftp://u:hunter2pw@app",
+        ] {
             let e = parse_upstream_url(bad).unwrap_err();
             assert!(!e.contains("hunter2pw"), "{e}");
         }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing rotagate needs that a fresh Debian machine with
 # Rust, gcc, Python and Node lacks: cmake (pingora's zlib-ng/zstd build), nginx and wrk
-# (the load comparison), redis-server (the Redis store's tests start their own), and
-# the npm packages of the interop tests.
+# (the load comparison), redis-server (the Redis store's tests start their own), curl
+# and openssl (real TLS clients for the TLS listener's tests), and the npm packages of
+# the interop tests.
 #   --build-only  just what building rotagate needs (the demo)
 #   --bench       also the peers of the full load comparison (benches/load/run.py):
 #                 HAProxy, Caddy and h2load (nghttp2-client), from Debian's packages;
@@ -21,6 +22,9 @@ if ! $build_only; then
   { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  # the TLS listener's tests: curl --http2 and openssl s_client as real TLS clients
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

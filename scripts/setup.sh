@@ -25,6 +25,8 @@ if ! $build_only; then
   # the TLS listener's tests: curl --http2 and openssl s_client as real TLS clients
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  # https upstreams trust the system roots by default (tests check an untrusted CA fails)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

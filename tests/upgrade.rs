@@ -812,18 +812,40 @@ async fn the_tls_listener_is_handed_over_too() {
     drop(new);
 }
 
-/// Runs `rotagate run --upgrade -c config` to its end: (success, stdout, stderr).
+/// Runs `rotagate run --upgrade -c config` to its end: (success, stdout, stderr). A
+/// process still running after 30 s (one that took over when it should not have) is
+/// killed and fails the test, rather than hanging it.
 fn run_upgrade(config: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rotagate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rotagate"))
         .args(["run", "--upgrade", "-c"])
         .arg(config)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let out = rx.recv().unwrap().unwrap();
+            panic!(
+                "`run --upgrade` still ran after 30 s (it took over?); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    }
 }
 
 /// Waits (bounded) for a stderr line of `p` containing `want`; returns the lines read.

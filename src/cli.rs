@@ -41,7 +41,8 @@ pub fn run(config_path: &Path, run: RunOptions) -> Result<(), String> {
         let signals = Signals::install()?;
         let socket_path = cfg.listen.upgrade_socket.clone();
         let (sockets, predecessor) = if run.upgrade {
-            let (sockets, predecessor) = upgrade::take_over(&socket_path).await?;
+            let (sockets, predecessor) =
+                upgrade::take_over(&socket_path, cfg.listen.address).await?;
             (sockets, Some(predecessor))
         } else {
             (Listeners::fresh(), None)

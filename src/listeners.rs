@@ -98,6 +98,14 @@ impl Listeners {
         Ok(listener)
     }
 
+    /// The inherited sockets not yet claimed, by name, with their addresses.
+    pub fn inherited_addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.inherited
+            .iter()
+            .filter_map(|(n, l)| Some((n.clone(), l.local_addr().ok()?)))
+            .collect()
+    }
+
     fn take_inherited(&mut self, name: &str) -> Option<std::net::TcpListener> {
         let i = self.inherited.iter().position(|(n, _)| n == name)?;
         Some(self.inherited.swap_remove(i).1)
@@ -134,6 +142,17 @@ impl Handover {
 /// address: the same IP, and the same port unless the config asks for any port (0).
 pub fn address_matches(configured: SocketAddr, actual: SocketAddr) -> bool {
     configured.ip() == actual.ip() && (configured.port() == 0 || configured.port() == actual.port())
+}
+
+/// Whether sockets a process handed over, `inherited` (name, address), come from this
+/// process's predecessor: one of them is the `proxy` listener on the configured `proxy`
+/// address (see [`address_matches`]). If not, they are another instance's (its upgrade
+/// socket was reached by mistake or through a planted symlink), and taking them over
+/// would stop that instance while serving nothing of ours.
+pub fn is_predecessor(proxy: SocketAddr, inherited: &[(String, SocketAddr)]) -> bool {
+    inherited
+        .iter()
+        .any(|(n, a)| n == PROXY && address_matches(proxy, *a))
 }
 
 #[cfg(test)]
@@ -187,6 +206,22 @@ mod tests {
         let l = ls.bind(PROXY, want).await.unwrap();
         assert_eq!(l.local_addr().unwrap(), want);
         assert_ne!(want.port(), port);
+    }
+
+    #[test]
+    fn only_a_process_with_our_proxy_address_is_our_predecessor() {
+        let got = |v: &[(&str, &str)]| -> Vec<(String, SocketAddr)> {
+            v.iter().map(|(n, s)| (n.to_string(), a(s))).collect()
+        };
+        let theirs = got(&[("proxy", "127.0.0.1:28080"), ("admin", "127.0.0.1:29091")]);
+        assert!(is_predecessor(a("127.0.0.1:28080"), &theirs));
+        assert!(!is_predecessor(a("127.0.0.1:48090"), &theirs));
+        // the address of their admin listener is not our proxy's either
+        assert!(!is_predecessor(a("127.0.0.1:29091"), &theirs));
+        assert!(!is_predecessor(a("0.0.0.0:28080"), &theirs));
+        assert!(!is_predecessor(a("127.0.0.1:28080"), &[]));
+        // port 0 in the config: any port of the same IP (tests), as `bind` takes it
+        assert!(is_predecessor(a("127.0.0.1:0"), &theirs));
     }
 
     #[test]

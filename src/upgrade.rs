@@ -15,10 +15,17 @@
 //! 4. the running process then stops accepting, drains and exits, and the successor
 //!    listens on the upgrade socket for its own successor.
 //!
-//! A successor that quits before step 3 leaves the running process as it was.
+//! A successor that quits before step 3 leaves the running process as it was; so does
+//! one whose config's proxy address is none of the sockets it got (it connected to
+//! another instance's upgrade socket: see [`take_over`]).
+//!
+//! The path is vetted before every use ([`vet`]): the default one lives in a directory
+//! of our own (`/tmp/rotagate-<euid>`, mode 0700, created if absent), and at any path a
+//! symlink, a file that is not a socket, or a socket another user owns is refused.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,7 +38,8 @@ use rustix::net::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::listeners::{Handover, Listeners};
+use crate::config::{default_upgrade_dir, default_upgrade_socket};
+use crate::listeners::{self, Handover, Listeners};
 
 /// The most listening sockets one handover carries.
 pub const MAX_SOCKETS: usize = 8;
@@ -116,6 +124,7 @@ impl UpgradeSocket {
     /// killed) is replaced; one a live process listens on is an error: that process
     /// is the one to upgrade, with `--upgrade`.
     pub async fn bind(path: &Path) -> Result<UpgradeSocket, String> {
+        vet(path)?;
         if UnixStream::connect(path).await.is_ok() {
             return Err(format!(
                 "the upgrade socket {} is in use by a running rotagate (start this one with `--upgrade` to take over from it, or give it its own `listen.upgrade_socket`)",
@@ -134,6 +143,8 @@ impl UpgradeSocket {
                 path.display()
             )
         };
+        // never unlink (or listen through) a symlink or another user's file
+        vet(path)?;
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -281,9 +292,13 @@ pub struct Predecessor {
 }
 
 /// Connects to the process listening on the upgrade socket at `path` and receives its
-/// listening sockets, by name. Fails, with a message saying what to do, when no process
-/// listens there or it does not answer within [`RECEIVE_TIMEOUT`].
-pub async fn take_over(path: &Path) -> Result<(Listeners, Predecessor), String> {
+/// listening sockets, by name. Fails, with a message saying what to do, when the path
+/// is refused by [`vet`], no process listens there, it does not answer within
+/// [`RECEIVE_TIMEOUT`], or none of its sockets is this config's proxy listener `proxy`
+/// (see [`listeners::is_predecessor`]): that process is another instance, which then
+/// serves on (the connection closes without [`ACCEPTING`]).
+pub async fn take_over(path: &Path, proxy: SocketAddr) -> Result<(Listeners, Predecessor), String> {
+    vet(path).map_err(|e| format!("--upgrade: {e}"))?;
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "--upgrade: no running rotagate to take over from at the upgrade socket {} ({e}); start without --upgrade",
@@ -310,6 +325,15 @@ pub async fn take_over(path: &Path) -> Result<(Listeners, Predecessor), String> 
         })?
         .map_err(|e| format!("--upgrade: from {}: {e}", path.display()))?;
     let listeners = Listeners::inherit(received)?;
+    let inherited = listeners.inherited_addresses();
+    if !listeners::is_predecessor(proxy, &inherited) {
+        let theirs: Vec<String> = inherited.iter().map(|(n, a)| format!("{n} {a}")).collect();
+        return Err(format!(
+            "--upgrade: refused: the process at the upgrade socket {} is another rotagate instance, not this one's predecessor: it listens on {} but this config's proxy listener is {proxy}; it serves on. Give each instance its own `listen.upgrade_socket`, or keep `listen.address` across the upgrade",
+            path.display(),
+            if theirs.is_empty() { "nothing".to_string() } else { theirs.join(", ") }
+        ));
+    }
     Ok((listeners, Predecessor { stream }))
 }
 
@@ -359,6 +383,141 @@ impl Predecessor {
             .write_all(ACCEPTING)
             .await
             .map_err(|e| format!("cannot tell the previous process that we accept: {e}"))
+    }
+}
+
+/// What `lstat` tells of a path, as far as the upgrade socket checks need: the input
+/// of the pure checks [`private_dir_problem`] and [`socket_file_problem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The kind of file (a symlink is not followed).
+    pub kind: PathKind,
+    /// The owner.
+    pub uid: u32,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// The kinds of file the upgrade socket checks tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A Unix socket.
+    Socket,
+    /// Anything else (a regular file, a FIFO, a device…).
+    Other,
+}
+
+impl From<&std::fs::Metadata> for PathInfo {
+    fn from(m: &std::fs::Metadata) -> PathInfo {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        let kind = if t.is_symlink() {
+            PathKind::Symlink
+        } else if t.is_dir() {
+            PathKind::Dir
+        } else if t.is_socket() {
+            PathKind::Socket
+        } else {
+            PathKind::Other
+        };
+        PathInfo {
+            kind,
+            uid: m.uid(),
+            mode: m.mode() & 0o7777,
+        }
+    }
+}
+
+/// Why the directory of the default upgrade socket, as `info`, is not one only `euid`
+/// can write to (a real directory, ours, no group or other bits), or `None`.
+pub fn private_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
+    match info.kind {
+        PathKind::Dir => {}
+        PathKind::Symlink => return Some("is a symbolic link, not a directory".into()),
+        _ => return Some("is not a directory".into()),
+    }
+    if info.uid != euid {
+        return Some(format!(
+            "is owned by uid {}, not by us (uid {euid})",
+            info.uid
+        ));
+    }
+    if info.mode & 0o077 != 0 {
+        return Some(format!(
+            "has mode {:04o}: other users have access (expected 0700)",
+            info.mode
+        ));
+    }
+    None
+}
+
+/// Why the file at the upgrade socket's path, as `info`, must not be connected to or
+/// replaced by `euid`: a symlink (it may point at another instance's socket), not a
+/// socket (replacing would delete it), or a socket of another user; else `None`.
+pub fn socket_file_problem(info: &PathInfo, euid: u32) -> Option<String> {
+    match info.kind {
+        PathKind::Socket if info.uid == euid => None,
+        PathKind::Socket => Some(format!(
+            "is a socket owned by uid {}, not by us (uid {euid})",
+            info.uid
+        )),
+        PathKind::Symlink => {
+            Some("is a symbolic link (it could lead to another instance's socket)".into())
+        }
+        PathKind::Dir => Some("is a directory, not a socket".into()),
+        PathKind::Other => Some("is not a socket (it is left as it is)".into()),
+    }
+}
+
+/// Checks the upgrade socket path before it is connected to or listened on. For the
+/// default path, its directory is created (mode 0700) if absent and must then pass
+/// [`private_dir_problem`]; at any path, an existing file must pass
+/// [`socket_file_problem`]. The error names the path and what is wrong.
+pub fn vet(path: &Path) -> Result<(), String> {
+    let euid = rustix::process::geteuid().as_raw();
+    if path == default_upgrade_socket() {
+        let dir = default_upgrade_dir();
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot create the upgrade socket's directory {}: {e}",
+                    dir.display()
+                ))
+            }
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| {
+            format!(
+                "cannot check the upgrade socket's directory {}: {e}",
+                dir.display()
+            )
+        })?;
+        if let Some(p) = private_dir_problem(&PathInfo::from(&meta), euid) {
+            return Err(format!(
+                "refused: the upgrade socket's directory {} {p}; remove it, or set `listen.upgrade_socket`",
+                dir.display()
+            ));
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => match socket_file_problem(&PathInfo::from(&meta), euid) {
+            Some(p) => Err(format!(
+                "refused: the upgrade socket {} {p}",
+                path.display()
+            )),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot check the upgrade socket {}: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -414,7 +573,9 @@ mod tests {
             up.successor(&handover).await;
         };
         let new = async {
-            let (mut inherited, predecessor) = take_over(&path).await.unwrap();
+            let (mut inherited, predecessor) = take_over(&path, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
             let l = inherited
                 .bind("proxy", "127.0.0.1:0".parse().unwrap())
                 .await
@@ -433,7 +594,9 @@ mod tests {
     async fn taking_over_from_nobody_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("none.sock");
-        let e = take_over(&path).await.unwrap_err();
+        let e = take_over(&path, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap_err();
         assert!(
             e.contains("no running rotagate") && e.contains("none.sock"),
             "{e}"
@@ -452,5 +615,109 @@ mod tests {
         assert!(path.exists());
         second.remove();
         assert!(!path.exists());
+    }
+
+    fn info(kind: PathKind, uid: u32, mode: u32) -> PathInfo {
+        PathInfo { kind, uid, mode }
+    }
+
+    #[test]
+    fn the_default_directory_must_be_a_real_private_directory_of_ours() {
+        assert_eq!(
+            private_dir_problem(&info(PathKind::Dir, 1000, 0o700), 1000),
+            None
+        );
+        let bad = [
+            (info(PathKind::Symlink, 1000, 0o777), "symbolic link"),
+            (info(PathKind::Other, 1000, 0o600), "not a directory"),
+            (info(PathKind::Socket, 1000, 0o600), "not a directory"),
+            (info(PathKind::Dir, 65534, 0o700), "owned by uid 65534"),
+            // root's directory is not ours either when we are not root
+            (info(PathKind::Dir, 0, 0o700), "owned by uid 0"),
+            (info(PathKind::Dir, 1000, 0o1777), "mode 1777"),
+            (info(PathKind::Dir, 1000, 0o750), "mode 0750"),
+            (info(PathKind::Dir, 1000, 0o701), "mode 0701"),
+        ];
+        for (i, want) in bad {
+            let p = private_dir_problem(&i, 1000).unwrap_or_else(|| panic!("{i:?} passed"));
+            assert!(p.contains(want), "{i:?}: {p}");
+        }
+        assert_eq!(private_dir_problem(&info(PathKind::Dir, 0, 0o700), 0), None);
+    }
+
+    #[test]
+    fn only_a_socket_of_our_own_is_connected_to_or_replaced() {
+        assert_eq!(
+            socket_file_problem(&info(PathKind::Socket, 1000, 0o600), 1000),
+            None
+        );
+        assert_eq!(
+            socket_file_problem(&info(PathKind::Socket, 0, 0o600), 0),
+            None
+        );
+        let bad = [
+            (info(PathKind::Symlink, 1000, 0o777), 1000, "symbolic link"),
+            // a symlink is refused whoever made it, root included
+            (info(PathKind::Symlink, 0, 0o777), 0, "symbolic link"),
+            (
+                info(PathKind::Socket, 65534, 0o777),
+                1000,
+                "owned by uid 65534",
+            ),
+            (
+                info(PathKind::Socket, 65534, 0o777),
+                0,
+                "owned by uid 65534",
+            ),
+            (info(PathKind::Socket, 0, 0o600), 1000, "owned by uid 0"),
+            (info(PathKind::Other, 1000, 0o644), 1000, "not a socket"),
+            (info(PathKind::Dir, 1000, 0o700), 1000, "directory"),
+        ];
+        for (i, euid, want) in bad {
+            let p = socket_file_problem(&i, euid).unwrap_or_else(|| panic!("{i:?} passed"));
+            assert!(p.contains(want), "{i:?} as {euid}: {p}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_symlink_or_a_plain_file_at_the_path_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.sock");
+        let _real = UpgradeSocket::bind(&real).await.unwrap();
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = take_over(&link, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("symbolic link") && e.contains("link.sock"),
+            "{e}"
+        );
+        let e = UpgradeSocket::bind(&link).await.unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = UpgradeSocket::replace(&link).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "keep me").unwrap();
+        let e = UpgradeSocket::replace(&file).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn the_default_path_is_in_a_directory_of_our_own() {
+        let euid = rustix::process::geteuid().as_raw();
+        assert_eq!(
+            default_upgrade_socket(),
+            Path::new(&format!("/tmp/rotagate-{euid}/upgrade.sock"))
+        );
+        vet(&default_upgrade_socket()).unwrap();
+        let meta = std::fs::symlink_metadata(default_upgrade_dir()).unwrap();
+        assert_eq!(private_dir_problem(&PathInfo::from(&meta), euid), None);
     }
 }

@@ -538,9 +538,15 @@ fn the_upgrade_socket_is_relative_to_the_config_file_and_checked() {
         p
     };
     let cfg = rotagate::config::load(&write("")).unwrap();
+    // not world-writable: a directory of our own user's (see `upgrade::vet`)
+    let euid = rustix::process::geteuid().as_raw();
     assert_eq!(
         cfg.listen.upgrade_socket,
-        Path::new(rotagate::config::DEFAULT_UPGRADE_SOCKET)
+        Path::new(&format!("/tmp/rotagate-{euid}/upgrade.sock"))
+    );
+    assert_eq!(
+        cfg.listen.upgrade_socket,
+        rotagate::config::default_upgrade_socket()
     );
     let cfg = rotagate::config::load(&write("upgrade_socket = \"run/up.sock\"")).unwrap();
     assert_eq!(cfg.listen.upgrade_socket, dir.path().join("run/up.sock"));
@@ -806,4 +812,167 @@ async fn the_tls_listener_is_handed_over_too() {
         "TLS requests without an answer: {failures:#?}"
     );
     drop(new);
+}
+
+/// Runs `rotagate run --upgrade -c config` to its end: (success, stdout, stderr). A
+/// process still running after 30 s (one that took over when it should not have) is
+/// killed and fails the test, rather than hanging it.
+fn run_upgrade(config: &Path) -> (bool, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_rotagate"))
+        .args(["run", "--upgrade", "-c"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let out = rx.recv().unwrap().unwrap();
+            panic!(
+                "`run --upgrade` still ran after 30 s (it took over?); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    }
+}
+
+/// Waits (bounded) for a stderr line of `p` containing `want`; returns the lines read.
+fn stderr_until(p: &Proc, want: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        match p.stderr.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                let done = l.contains(want);
+                lines.push(l);
+                if done {
+                    return lines;
+                }
+            }
+            Err(e) => panic!("no stderr line with {want:?} ({e}); got {lines:#?}"),
+        }
+    }
+}
+
+/// Red-team F1: an instance whose config names another instance's upgrade socket (by
+/// mistake, or through a planted symlink) must not take that instance's sockets over
+/// and stop it: its proxy address is none of the sockets it gets, so it refuses, says
+/// why, and never says `accepting`; the other instance serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_on_another_instances_socket_is_refused_and_that_one_serves_on() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("b-upgrade.sock");
+    let listen = format!("upgrade_socket = {:?}", socket.display().to_string());
+    let b_cfg = dir.path().join("b.toml");
+    std::fs::write(&b_cfg, config_with_listen(up.addr, &listen, "")).unwrap();
+    let mut b = tokio::task::block_in_place(|| Proc::start(&b_cfg, false));
+
+    // A: B's upgrade socket, its own ports (held here: not B's, and A binds nothing)
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_proxy = held.local_addr().unwrap();
+    let a_admin = held_admin.local_addr().unwrap();
+    let a_text = format!(
+        "[listen]\naddress = \"{a_proxy}\"\n{listen}\n\n[upstream]\nurl = \"http://{}\"\n\n[admin]\naddress = \"{a_admin}\"\n",
+        up.addr
+    );
+    let a_cfg = dir.path().join("a.toml");
+    std::fs::write(&a_cfg, a_text).unwrap();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| run_upgrade(&a_cfg));
+    assert!(!ok, "{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("another rotagate instance")
+            && stderr.contains(&socket.display().to_string())
+            && stderr.contains(&format!("proxy {}", b.proxy))
+            && stderr.contains(&a_proxy.to_string()),
+        "{stderr}"
+    );
+
+    // B saw A go without its word, and serves on, on the same sockets
+    let lines = tokio::task::block_in_place(|| stderr_until(&b, "upgrade abandoned, serving on"));
+    assert!(
+        !lines.iter().any(|l| l.contains("the successor accepts")),
+        "{lines:#?}"
+    );
+    let health = client()
+        .get(format!("http://{}/healthz", b.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let r = client()
+        .get(format!("http://{}/", b.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok from upstream");
+    // and it can still be upgraded by its own successor
+    let next = tokio::task::block_in_place(|| Proc::start(&b_cfg, true));
+    assert_eq!(next.proxy, b.proxy);
+    let (ok, lines) = tokio::task::block_in_place(|| b.wait_exit());
+    assert!(ok, "{lines:#?}");
+    drop(next);
+}
+
+/// Red-team F1: a symlink at the configured upgrade socket path (here to a running
+/// instance's socket, which a plain `--upgrade` would take over) is refused before
+/// anything is connected to, and the instance behind it is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_through_a_symlink_is_refused() {
+    let up = upstream_ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.sock");
+    let b_cfg = dir.path().join("b.toml");
+    let listen = |p: &Path| format!("upgrade_socket = {:?}", p.display().to_string());
+    std::fs::write(&b_cfg, config_with_listen(up.addr, &listen(&real), "")).unwrap();
+    let mut b = tokio::task::block_in_place(|| Proc::start(&b_cfg, false));
+
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // the same listen addresses (port 0): without the symlink check, this takes over
+    let a_cfg = dir.path().join("a.toml");
+    std::fs::write(&a_cfg, config_with_listen(up.addr, &listen(&link), "")).unwrap();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| run_upgrade(&a_cfg));
+    assert!(!ok, "{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains(&link.display().to_string()),
+        "{stderr}"
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    let health = client()
+        .get(format!("http://{}/healthz", b.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    b.signal("TERM");
+    let (ok, lines) = tokio::task::block_in_place(|| b.wait_exit());
+    assert!(ok, "{lines:#?}");
+    // nothing was asked of B: A never connected
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("handed to a successor") || l.contains("upgrade abandoned")),
+        "{lines:#?}"
+    );
 }

@@ -13,9 +13,27 @@ use crate::secret::Secret;
 
 /// Default proxy listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
-/// Default `listen.upgrade_socket`, as pingora's own default (`/tmp/pingora_upgrade.sock`):
-/// several rotagate processes on one host each need their own.
-pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/rotagate-upgrade.sock";
+/// Where the default `listen.upgrade_socket` lives: `/tmp/rotagate-<euid>/`, a directory
+/// of our own with mode 0700 (tmux's pattern), so no other local user can put a socket
+/// or a symlink at the path (a world-writable `/tmp/…sock` let one redirect or squat
+/// upgrades). Several rotagate processes of one user on a host each need their own.
+pub const DEFAULT_UPGRADE_DIR_PREFIX: &str = "/tmp/rotagate-";
+/// The socket file's name in the default directory.
+pub const DEFAULT_UPGRADE_SOCKET_NAME: &str = "upgrade.sock";
+
+/// The default `listen.upgrade_socket` of this process: `/tmp/rotagate-<euid>/upgrade.sock`.
+pub fn default_upgrade_socket() -> std::path::PathBuf {
+    default_upgrade_dir().join(DEFAULT_UPGRADE_SOCKET_NAME)
+}
+
+/// The directory of [`default_upgrade_socket`]: `/tmp/rotagate-<euid>`.
+pub fn default_upgrade_dir() -> std::path::PathBuf {
+    format!(
+        "{DEFAULT_UPGRADE_DIR_PREFIX}{}",
+        rustix::process::geteuid().as_raw()
+    )
+    .into()
+}
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the closing NUL).
 pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 /// Default limit of a request header block, in bytes (larger → 431).
@@ -123,7 +141,7 @@ pub struct Listen {
     pub case_insensitive_paths: bool,
     /// Time limits and counts that keep slow or greedy clients from holding the proxy.
     pub limits: ConnLimits,
-    /// `upgrade_socket` (default [`DEFAULT_UPGRADE_SOCKET`]; relative to the config
+    /// `upgrade_socket` (default [`default_upgrade_socket`]; relative to the config
     /// file's directory): the Unix socket where `rotagate run --upgrade` takes the
     /// listening sockets over from the running process (see [`crate::upgrade`]).
     pub upgrade_socket: std::path::PathBuf,

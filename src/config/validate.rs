@@ -1187,7 +1187,7 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
 /// enough for a Unix socket.
 fn upgrade_socket(cx: &mut Ctx<'_>, s: Option<&S>) -> std::path::PathBuf {
     let Some(s) = s else {
-        return DEFAULT_UPGRADE_SOCKET.into();
+        return default_upgrade_socket();
     };
     let v = s.get_ref();
     let path = cx.dir.join(v);

@@ -43,15 +43,18 @@ impl Listeners {
     }
 
     /// The sockets a predecessor handed over, by name. A descriptor that is not a
-    /// listening TCP socket is refused (an error naming it).
+    /// listening TCP socket (a UDP socket, a connected or merely bound TCP socket,
+    /// anything else), or a name given twice, is refused: an error naming it.
     pub fn inherit(named: Vec<(String, OwnedFd)>) -> Result<Listeners, String> {
-        let mut inherited = Vec::with_capacity(named.len());
+        let mut inherited: Vec<(String, std::net::TcpListener)> = Vec::with_capacity(named.len());
         for (name, fd) in named {
-            let l = std::net::TcpListener::from(fd);
-            // the address also proves it is an inet socket
-            l.local_addr()
-                .map_err(|e| format!("the inherited socket {name:?} is not a TCP socket: {e}"))?;
-            inherited.push((name, l));
+            if inherited.iter().any(|(n, _)| *n == name) {
+                return Err(format!("the inherited socket {name:?} is named twice"));
+            }
+            if let Some(why) = not_a_listener(&fd) {
+                return Err(format!("the inherited socket {name:?} {why}"));
+            }
+            inherited.push((name, std::net::TcpListener::from(fd)));
         }
         Ok(Listeners {
             inherited,
@@ -138,6 +141,27 @@ impl Handover {
     }
 }
 
+/// Why `fd` is not a listening TCP socket, or `None`: it must be a stream socket, of
+/// an inet family (it has an IP address), listening (`SO_ACCEPTCONN`).
+fn not_a_listener(fd: &OwnedFd) -> Option<String> {
+    use rustix::net::{sockopt, SocketType};
+    match sockopt::socket_type(fd) {
+        Ok(SocketType::STREAM) => {}
+        Ok(_) => return Some("is not a stream (TCP) socket".into()),
+        Err(e) => return Some(format!("is not a socket: {e}")),
+    }
+    match rustix::net::getsockname(fd).map(SocketAddr::try_from) {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Some("is not an IP (TCP) socket".into()),
+        Err(e) => return Some(format!("has no address: {e}")),
+    }
+    match sockopt::socket_acceptconn(fd) {
+        Ok(true) => None,
+        Ok(false) => Some("is not listening (a connected or merely bound socket)".into()),
+        Err(e) => Some(format!("cannot be checked: {e}")),
+    }
+}
+
 /// Whether an inherited socket bound to `actual` serves the configured `configured`
 /// address: the same IP, and the same port unless the config asks for any port (0).
 pub fn address_matches(configured: SocketAddr, actual: SocketAddr) -> bool {
@@ -161,6 +185,48 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    fn fd<T: Into<OwnedFd>>(s: T) -> OwnedFd {
+        s.into()
+    }
+
+    /// Red team R2: only listening TCP sockets, each name once, are taken over.
+    #[test]
+    fn only_listening_tcp_sockets_are_inherited() {
+        let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listening.local_addr().unwrap();
+        let got = Listeners::inherit(vec![("proxy".into(), fd(listening))]).unwrap();
+        assert_eq!(got.inherited_addresses(), [("proxy".to_string(), addr)]);
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let connected = std::net::TcpStream::connect(addr).unwrap();
+        let unix = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let (unix_stream, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let bound_only = {
+            use rustix::net::{AddressFamily, SocketType};
+            let s = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+            rustix::net::bind(&s, &"127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+            s
+        };
+        for (bad, want) in [
+            (fd(udp), "not a stream"),
+            (fd(connected), "not listening"),
+            (bound_only, "not listening"),
+            (fd(unix), "not a stream"),
+            (fd(unix_stream), "not an IP"),
+            (fd(file), "not a socket"),
+        ] {
+            let e = Listeners::inherit(vec![("proxy".into(), bad)]).unwrap_err();
+            assert!(e.contains("\"proxy\"") && e.contains(want), "{want}: {e}");
+        }
+
+        let one = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let two = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = Listeners::inherit(vec![("proxy".into(), fd(one)), ("proxy".into(), fd(two))])
+            .unwrap_err();
+        assert!(e.contains("named twice"), "{e}");
     }
 
     #[test]

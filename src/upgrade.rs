@@ -20,8 +20,10 @@
 //! another instance's upgrade socket: see [`take_over`]).
 //!
 //! The path is vetted before every use ([`vet`]): the default one lives in a directory
-//! of our own (`/tmp/rotagate-<euid>`, mode 0700, created if absent), and at any path a
-//! symlink, a file that is not a socket, or a socket another user owns is refused.
+//! of our own (`/tmp/rotagate-<euid>`, mode 0700, created if absent); at any path, a
+//! directory others can write to, a symlink, a file that is not a socket, or a socket
+//! another user owns is refused. The socket file is made with mode 0600 (set before
+//! `bind`, never by a `chmod` through the path).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -102,9 +104,12 @@ pub fn decode_names(message: &[u8]) -> Result<Vec<String>, String> {
     if names.len() > MAX_SOCKETS {
         return Err(format!("{} listeners, at most {MAX_SOCKETS}", names.len()));
     }
-    for n in &names {
+    for (i, n) in names.iter().enumerate() {
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
             return Err(format!("{n:?} is not a listener name"));
+        }
+        if names[..i].contains(n) {
+            return Err(format!("the listener {n:?} is named twice"));
         }
     }
     Ok(names)
@@ -150,12 +155,17 @@ impl UpgradeSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(what(e)),
         }
-        let listener = UnixListener::bind(path).map_err(what)?;
-        // whoever can connect gets our listening sockets: the owner only (peers are
-        // checked too, see `successor`)
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(what)?;
-        let meta = std::fs::metadata(path).map_err(what)?;
+        let listener = listen_private(path).map_err(what)?;
+        // lstat, not stat: the id is of the file we made (the directory is ours alone,
+        // see `vet`, so nobody swapped it meanwhile; checked all the same)
+        let meta = std::fs::symlink_metadata(path).map_err(what)?;
+        let made = PathInfo::from(&meta);
+        if made.kind != PathKind::Socket || made.mode & 0o077 != 0 {
+            return Err(format!(
+                "refused: the upgrade socket {} is not the private socket just made ({made:?})",
+                path.display()
+            ));
+        }
         Ok(UpgradeSocket {
             path: path.to_path_buf(),
             listener,
@@ -195,13 +205,31 @@ impl UpgradeSocket {
     /// Removes the socket file if it is still ours (a process that stops without a
     /// successor). After a handover the successor owns the path: do not call this.
     pub fn remove(self) {
-        let ours = std::fs::metadata(&self.path)
+        let ours = std::fs::symlink_metadata(&self.path)
             .map(|m| (m.dev(), m.ino()) == self.file_id)
             .unwrap_or(false);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// A Unix listener at `path` whose file has mode 0600 from the moment it exists: the
+/// mode is set on the socket before `bind` (Linux makes the file with the socket's mode
+/// less the umask), never by path afterwards (a `chmod` by path follows a symlink
+/// someone put there meanwhile).
+fn listen_private(path: &Path) -> io::Result<UnixListener> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600))?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&fd, 16)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
 /// The running process's side of one handover: `Ok(true)` once the successor accepts,
@@ -455,6 +483,31 @@ pub fn private_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
     None
 }
 
+/// Why the directory an upgrade socket is in, as `info` (the directory itself, a
+/// symlink to it followed), lets someone other than `euid` (or root) put files in it,
+/// or `None`. Whoever can write there can swap the socket for a symlink between two
+/// of our steps, or plant one before the first: only ours or root's, no group or
+/// other write (a sticky `/tmp` is refused too: another user can create the path
+/// before us).
+pub fn socket_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
+    if info.kind != PathKind::Dir {
+        return Some("is not a directory".into());
+    }
+    if info.uid != euid && info.uid != 0 {
+        return Some(format!(
+            "is owned by uid {}, neither us (uid {euid}) nor root",
+            info.uid
+        ));
+    }
+    if info.mode & 0o022 != 0 {
+        return Some(format!(
+            "has mode {:04o}: other users can create or replace files in it",
+            info.mode
+        ));
+    }
+    None
+}
+
 /// Why the file at the upgrade socket's path, as `info`, must not be connected to or
 /// replaced by `euid`: a symlink (it may point at another instance's socket), not a
 /// socket (replacing would delete it), or a socket of another user; else `None`.
@@ -475,8 +528,8 @@ pub fn socket_file_problem(info: &PathInfo, euid: u32) -> Option<String> {
 
 /// Checks the upgrade socket path before it is connected to or listened on. For the
 /// default path, its directory is created (mode 0700) if absent and must then pass
-/// [`private_dir_problem`]; at any path, an existing file must pass
-/// [`socket_file_problem`]. The error names the path and what is wrong.
+/// [`private_dir_problem`]; at any path, the directory must pass
+/// [`socket_dir_problem`] and an existing file [`socket_file_problem`]. The error names the path and what is wrong.
 pub fn vet(path: &Path) -> Result<(), String> {
     let euid = rustix::process::geteuid().as_raw();
     if path == default_upgrade_socket() {
@@ -504,6 +557,23 @@ pub fn vet(path: &Path) -> Result<(), String> {
                 dir.display()
             ));
         }
+    }
+    // every path, however spelt (`/tmp/../tmp/…`, relative): its directory
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        format!(
+            "cannot check the upgrade socket's directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    if let Some(p) = socket_dir_problem(&PathInfo::from(&meta), euid) {
+        return Err(format!(
+            "refused: the upgrade socket's directory {} {p}; choose a `listen.upgrade_socket` in a directory only this user can write to",
+            dir.display()
+        ));
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) => match socket_file_problem(&PathInfo::from(&meta), euid) {
@@ -541,6 +611,7 @@ mod tests {
             (b"rotagate-upgrade 1\nPro xy\nend\n", "not a listener name"),
             (b"rotagate-upgrade 1\n\nend\n", "not a listener name"),
             (b"\xff\n", "not text"),
+            (b"rotagate-upgrade 1\nproxy\nproxy\nend\n", "named twice"),
         ] {
             let e = decode_names(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
@@ -677,6 +748,64 @@ mod tests {
             let p = socket_file_problem(&i, euid).unwrap_or_else(|| panic!("{i:?} passed"));
             assert!(p.contains(want), "{i:?} as {euid}: {p}");
         }
+    }
+
+    #[test]
+    fn a_socket_directory_others_can_write_to_is_refused() {
+        for ok in [
+            info(PathKind::Dir, 1000, 0o700),
+            info(PathKind::Dir, 1000, 0o755),
+            // root's /run: only root can put files there
+            info(PathKind::Dir, 0, 0o755),
+        ] {
+            assert_eq!(socket_dir_problem(&ok, 1000), None, "{ok:?}");
+        }
+        let bad = [
+            (info(PathKind::Dir, 1000, 0o1777), "mode 1777"),
+            (info(PathKind::Dir, 0, 0o1777), "mode 1777"),
+            (info(PathKind::Dir, 1000, 0o770), "mode 0770"),
+            (info(PathKind::Dir, 1000, 0o702), "mode 0702"),
+            (info(PathKind::Dir, 65534, 0o700), "owned by uid 65534"),
+            (info(PathKind::Other, 1000, 0o700), "not a directory"),
+        ];
+        for (i, want) in bad {
+            let p = socket_dir_problem(&i, 1000).unwrap_or_else(|| panic!("{i:?} passed"));
+            assert!(p.contains(want), "{i:?}: {p}");
+        }
+    }
+
+    /// Red team R1/R4: in a directory others can write to (a shared `/tmp`-like one),
+    /// the upgrade socket is neither listened on, replaced nor connected to; however
+    /// the path is spelt, the check is of the directory it names.
+    #[tokio::test]
+    async fn an_upgrade_socket_in_a_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let path = shared.join("up.sock");
+        let e = UpgradeSocket::bind(&path).await.unwrap_err();
+        assert!(e.contains("mode 1777") && e.contains("shared"), "{e}");
+        let e = UpgradeSocket::replace(&path).unwrap_err();
+        assert!(e.contains("mode 1777"), "{e}");
+        let e = take_over(&path, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.contains("mode 1777"), "{e}");
+        assert!(!path.exists());
+        // spelt another way, the same directory
+        let odd = shared.join("..").join("shared").join("up.sock");
+        let e = UpgradeSocket::bind(&odd).await.unwrap_err();
+        assert!(e.contains("mode 1777"), "{e}");
+        // a private one is fine, and the socket is the owner's alone from the start
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let up = UpgradeSocket::bind(&odd).await.unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(PathInfo::from(&meta).kind, PathKind::Socket);
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        up.remove();
+        assert!(!path.exists());
     }
 
     #[tokio::test]

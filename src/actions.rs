@@ -233,6 +233,9 @@ fn is_form_type(value: &[u8]) -> bool {
     starts(b"multipart/form-data") || starts(b"application/x-www-form-urlencoded")
 }
 
+/// The `Next-Action` header, built once (a `&str` name is parsed on every lookup).
+static NEXT_ACTION: http::HeaderName = http::HeaderName::from_static("next-action");
+
 /// True when any Content-Type header of the request starts like a form type.
 fn is_form(headers: &HeaderMap) -> bool {
     headers
@@ -246,15 +249,16 @@ fn is_form(headers: &HeaderMap) -> bool {
 /// (a POST without the header or with an empty one — Next reads an empty one as a
 /// form action) or when it is no action at all; see [`form_look`].
 pub fn header_action(method: &http::Method, headers: &HeaderMap) -> Option<ActionRequest> {
-    let mut values = headers.get_all("next-action").iter();
+    // Next runs actions for POSTs only; every other request pays one comparison
+    if method != http::Method::POST {
+        return None;
+    }
+    let mut values = headers.get_all(&NEXT_ACTION).iter();
     let first = values.next()?;
     let mut id = String::from_utf8_lossy(first.as_bytes()).trim().to_string();
     for v in values {
         id.push_str(", ");
         id.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
-    }
-    if method != http::Method::POST {
-        return None;
     }
     if id.is_empty() {
         if is_form(headers) {
@@ -269,11 +273,14 @@ pub fn header_action(method: &http::Method, headers: &HeaderMap) -> Option<Actio
 /// form content type whose `Next-Action` header is absent or empty, and whether its
 /// body is short enough to read whole.
 pub fn form_look(method: &http::Method, headers: &HeaderMap) -> FormLook {
+    if method != http::Method::POST {
+        return FormLook::NotForm;
+    }
     let header_id = headers
-        .get_all("next-action")
+        .get_all(&NEXT_ACTION)
         .iter()
         .any(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace));
-    if method != http::Method::POST || header_id || !is_form(headers) {
+    if header_id || !is_form(headers) {
         return FormLook::NotForm;
     }
     if headers

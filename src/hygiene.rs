@@ -113,20 +113,23 @@ pub fn spoofable_names<'a>(
 /// every name listed in `Connection`. For an upgrade (WebSocket) the `Connection` and
 /// `Upgrade` headers are kept, because pingora needs them to switch protocols.
 pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
-    // built at compile time: parsing the names on every request showed in profiles
-    static FIXED: [HeaderName; 6] = [
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("te"),
-        HeaderName::from_static("trailer"),
-        HeaderName::from_static("proxy-authorization"),
-        HeaderName::from_static("proxy-authenticate"),
-    ];
-    let mut out: Vec<HeaderName> = FIXED
-        .iter()
-        .filter(|n| headers.contains_key(*n))
-        .cloned()
-        .collect();
+    // one pass over the names present (a handful) instead of a lookup per listed name
+    let mut out: Vec<HeaderName> = Vec::new();
+    let (mut connection, mut upgrade) = (false, false);
+    for name in headers.keys() {
+        match name.as_str() {
+            "connection" => connection = true,
+            "upgrade" => upgrade = true,
+            // the fixed list, as one match on the name: a lookup per listed name (and
+            // parsing the names) showed in profiles
+            "keep-alive" | "proxy-connection" | "te" | "trailer" | "proxy-authorization"
+            | "proxy-authenticate" => out.push(name.clone()),
+            _ => {}
+        }
+    }
+    if !connection && !upgrade {
+        return out;
+    }
     for value in headers.get_all(CONNECTION) {
         let Ok(list) = value.to_str() else { continue };
         for token in list.split(',') {
@@ -199,8 +202,8 @@ pub fn header_block_size(method: &str, raw_path: usize, headers: &HeaderMap) -> 
 pub struct Forwarded {
     /// `X-Forwarded-For`.
     pub for_: String,
-    /// `X-Forwarded-Proto`.
-    pub proto: String,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    pub proto: &'static str,
     /// `X-Forwarded-Host`, when the request had a host.
     pub host: Option<String>,
 }
@@ -257,10 +260,16 @@ pub fn forwarded(
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".to_string());
     let own_host = || host.map(RequestHost::authority);
+    // a static value: the header is then built without an allocation
+    let own_proto = if own_proto.eq_ignore_ascii_case("https") {
+        "https"
+    } else {
+        "http"
+    };
     if !is_trusted(peer, trusted) {
         return Forwarded {
             for_: peer_s,
-            proto: own_proto.to_string(),
+            proto: own_proto,
             host: own_host(),
         };
     }
@@ -281,9 +290,13 @@ pub fn forwarded(
         _ => peer_s,
     };
     let proto = header("x-forwarded-proto")
-        .and_then(|p| p.split(',').next().map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|p| p == "http" || p == "https")
-        .unwrap_or_else(|| own_proto.to_string());
+        .and_then(|p| {
+            let first = p.split(',').next()?.trim();
+            ["http", "https"]
+                .into_iter()
+                .find(|s| first.eq_ignore_ascii_case(s))
+        })
+        .unwrap_or(own_proto);
     let first_host = header("x-forwarded-host")
         .and_then(|h| h.split(',').next().map(|s| s.trim().to_string()))
         .filter(|h| !h.is_empty());
@@ -433,14 +446,15 @@ impl HostReading {
             Some(_) => return HostReading::Invalid,
         };
         let name = name.strip_suffix('.').unwrap_or(name);
-        let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
         if name.is_empty() || (!raw.starts_with('[') && !name.bytes().all(reg_name)) {
             return HostReading::Invalid;
         }
         // an empty label (`a..b`, `.a`, `a..` after the one trailing dot) is no DNS
         // name: read as written it would miss `hosts` rules that the app behind, which
         // may drop the dots, still serves (tests/fuzz_findings.rs)
-        if !raw.starts_with('[') && name.split('.').any(str::is_empty) {
+        let empty_label = name.starts_with('.') || name.ends_with('.') || name.contains("..");
+        if !raw.starts_with('[') && empty_label {
             return HostReading::Invalid;
         }
         HostReading::Host(RequestHost {

@@ -306,13 +306,19 @@ impl<S: ClientIo> AsyncRead for GuardedStream<S> {
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        if timer.deadline() != due {
+        // A timer set for an earlier instant stays as it is: it fires early and is moved
+        // on then. Moving it to each new deadline (every keep-alive request pushes the
+        // idle deadline on) re-registered it in tokio's timer wheel on every request.
+        if timer.deadline() > due {
             timer.as_mut().reset(due);
         }
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= due {
+                return this.expire(phase);
+            }
+            timer.as_mut().reset(due);
         }
-        this.expire(phase)
+        Poll::Pending
     }
 }
 

@@ -30,9 +30,11 @@ impl Proxy {
             .tls
             .as_ref()
             .and_then(|t| t.hsts.as_deref());
-        let app_set = resp
-            .headers
-            .contains_key(http::header::STRICT_TRANSPORT_SECURITY);
+        // looked up only when there is an HSTS value to add
+        let app_set = hsts.is_some()
+            && resp
+                .headers
+                .contains_key(http::header::STRICT_TRANSPORT_SECURITY);
         if let Some(v) = crate::tls::hsts_to_add(ctx.tls, hsts, app_set) {
             resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v)?;
         }

@@ -6,7 +6,8 @@
 # the interop tests.
 #   --build-only  just what building rotagate needs (the demo)
 #   --bench       also the peers of the full load comparison (benches/load/run.py):
-#                 HAProxy, Caddy and h2load (nghttp2-client), from Debian's packages;
+#                 HAProxy, Caddy and h2load (nghttp2-client), and valgrind for the
+#                 instruction counts (benches/load/callgrind.py), from Debian's packages;
 #                 a package the archive lacks is skipped (run.py skips that peer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ if $bench; then
   { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || peers+=(haproxy)
   command -v caddy >/dev/null 2>&1 || peers+=(caddy)
   command -v h2load >/dev/null 2>&1 || peers+=(nghttp2-client)
+  command -v valgrind >/dev/null 2>&1 || peers+=(valgrind)
   if [ "${#peers[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     for p in "${peers[@]}"; do

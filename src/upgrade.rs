@@ -129,7 +129,7 @@ impl UpgradeSocket {
     /// killed) is replaced; one a live process listens on is an error: that process
     /// is the one to upgrade, with `--upgrade`.
     pub async fn bind(path: &Path) -> Result<UpgradeSocket, String> {
-        vet(path)?;
+        let path = &vet(path)?;
         if UnixStream::connect(path).await.is_ok() {
             return Err(format!(
                 "the upgrade socket {} is in use by a running rotagate (start this one with `--upgrade` to take over from it, or give it its own `listen.upgrade_socket`)",
@@ -148,8 +148,9 @@ impl UpgradeSocket {
                 path.display()
             )
         };
-        // never unlink (or listen through) a symlink or another user's file
-        vet(path)?;
+        // never unlink (or listen through) a symlink or another user's file; from here
+        // on the path is one nobody else can change (see `vet`)
+        let path = &vet(path)?;
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -326,7 +327,7 @@ pub struct Predecessor {
 /// (see [`listeners::is_predecessor`]): that process is another instance, which then
 /// serves on (the connection closes without [`ACCEPTING`]).
 pub async fn take_over(path: &Path, proxy: SocketAddr) -> Result<(Listeners, Predecessor), String> {
-    vet(path).map_err(|e| format!("--upgrade: {e}"))?;
+    let path = &vet(path).map_err(|e| format!("--upgrade: {e}"))?;
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         format!(
             "--upgrade: no running rotagate to take over from at the upgrade socket {} ({e}); start without --upgrade",
@@ -483,15 +484,23 @@ pub fn private_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
     None
 }
 
-/// Why the directory an upgrade socket is in, as `info` (the directory itself, a
-/// symlink to it followed), lets someone other than `euid` (or root) put files in it,
-/// or `None`. Whoever can write there can swap the socket for a symlink between two
-/// of our steps, or plant one before the first: only ours or root's, no group or
-/// other write (a sticky `/tmp` is refused too: another user can create the path
-/// before us).
-pub fn socket_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
-    if info.kind != PathKind::Dir {
-        return Some("is not a directory".into());
+/// Why a directory on the upgrade socket's path, as `info` (from `lstat`: a symlink is
+/// not followed), lets someone other than `euid` or root change what the path leads
+/// to, or `None`. `last` is the socket's own directory. Every directory must be a real
+/// one (a symlink could be re-pointed), owned by us or root; one others can write to
+/// must be sticky (only an entry's owner can rename or remove it there, as in `/tmp`),
+/// and the socket's own directory must not be writable by others at all (in a sticky
+/// one, another user could create the socket's name before us).
+pub fn path_dir_problem(info: &PathInfo, last: bool, euid: u32) -> Option<String> {
+    match info.kind {
+        PathKind::Dir => {}
+        PathKind::Symlink => {
+            return Some(
+                "is a symbolic link (it could be re-pointed; give the path without symlinks)"
+                    .into(),
+            )
+        }
+        _ => return Some("is not a directory".into()),
     }
     if info.uid != euid && info.uid != 0 {
         return Some(format!(
@@ -499,13 +508,38 @@ pub fn socket_dir_problem(info: &PathInfo, euid: u32) -> Option<String> {
             info.uid
         ));
     }
-    if info.mode & 0o022 != 0 {
+    let others_write = info.mode & 0o022 != 0;
+    if others_write && (last || info.mode & 0o1000 == 0) {
         return Some(format!(
             "has mode {:04o}: other users can create or replace files in it",
             info.mode
         ));
     }
     None
+}
+
+/// `path` made absolute (against the working directory) with `.` and `..` resolved as
+/// text: exact here, because [`vet`] then refuses a symlink anywhere on it.
+pub fn normalise(path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot resolve the upgrade socket {}: {e}", path.display()))?
+            .join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in absolute.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Ok(out)
 }
 
 /// Why the file at the upgrade socket's path, as `info`, must not be connected to or
@@ -526,12 +560,16 @@ pub fn socket_file_problem(info: &PathInfo, euid: u32) -> Option<String> {
     }
 }
 
-/// Checks the upgrade socket path before it is connected to or listened on. For the
-/// default path, its directory is created (mode 0700) if absent and must then pass
-/// [`private_dir_problem`]; at any path, the directory must pass
-/// [`socket_dir_problem`] and an existing file [`socket_file_problem`]. The error names the path and what is wrong.
-pub fn vet(path: &Path) -> Result<(), String> {
+/// Checks the upgrade socket path before it is connected to or listened on, and
+/// returns it as it is then used ([`normalise`]d). Every directory from `/` down must
+/// pass [`path_dir_problem`] (`lstat`, no symlinks), so no other user can change where
+/// the path leads between this check and its use; an existing file must pass
+/// [`socket_file_problem`]. For the default path, its directory is created (mode 0700)
+/// if absent and must pass [`private_dir_problem`]. The error names the path and what
+/// is wrong.
+pub fn vet(path: &Path) -> Result<PathBuf, String> {
     let euid = rustix::process::geteuid().as_raw();
+    let path = normalise(path)?;
     if path == default_upgrade_socket() {
         let dir = default_upgrade_dir();
         use std::os::unix::fs::DirBuilderExt;
@@ -558,32 +596,38 @@ pub fn vet(path: &Path) -> Result<(), String> {
             ));
         }
     }
-    // every path, however spelt (`/tmp/../tmp/…`, relative): its directory
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        format!(
-            "cannot check the upgrade socket's directory {}: {e}",
-            dir.display()
-        )
-    })?;
-    if let Some(p) = socket_dir_problem(&PathInfo::from(&meta), euid) {
+    let Some(dir) = path.parent() else {
         return Err(format!(
-            "refused: the upgrade socket's directory {} {p}; choose a `listen.upgrade_socket` in a directory only this user can write to",
-            dir.display()
+            "refused: the upgrade socket {} names no file",
+            path.display()
         ));
+    };
+    let dirs: Vec<&Path> = dir.ancestors().collect();
+    for (i, d) in dirs.iter().rev().enumerate() {
+        let meta = std::fs::symlink_metadata(d).map_err(|e| {
+            format!(
+                "cannot check {} on the upgrade socket's path {}: {e}",
+                d.display(),
+                path.display()
+            )
+        })?;
+        if let Some(p) = path_dir_problem(&PathInfo::from(&meta), i + 1 == dirs.len(), euid) {
+            return Err(format!(
+                "refused: on the upgrade socket's path {}, {} {p}; choose a `listen.upgrade_socket` in a directory only this user (or root) can change",
+                path.display(),
+                d.display()
+            ));
+        }
     }
-    match std::fs::symlink_metadata(path) {
+    match std::fs::symlink_metadata(&path) {
         Ok(meta) => match socket_file_problem(&PathInfo::from(&meta), euid) {
             Some(p) => Err(format!(
                 "refused: the upgrade socket {} {p}",
                 path.display()
             )),
-            None => Ok(()),
+            None => Ok(path),
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(path),
         Err(e) => Err(format!(
             "cannot check the upgrade socket {}: {e}",
             path.display()
@@ -751,27 +795,80 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_directory_others_can_write_to_is_refused() {
-        for ok in [
-            info(PathKind::Dir, 1000, 0o700),
-            info(PathKind::Dir, 1000, 0o755),
-            // root's /run: only root can put files there
-            info(PathKind::Dir, 0, 0o755),
+    fn every_directory_on_the_path_must_be_unchangeable_by_others() {
+        for (ok, last) in [
+            (info(PathKind::Dir, 1000, 0o700), true),
+            (info(PathKind::Dir, 1000, 0o755), true),
+            // root's /run, /: only root can change them
+            (info(PathKind::Dir, 0, 0o755), true),
+            (info(PathKind::Dir, 0, 0o755), false),
+            // /tmp above the socket's directory: sticky, so our entry in it stays ours
+            (info(PathKind::Dir, 0, 0o1777), false),
         ] {
-            assert_eq!(socket_dir_problem(&ok, 1000), None, "{ok:?}");
+            assert_eq!(path_dir_problem(&ok, last, 1000), None, "{ok:?} last={last}");
         }
         let bad = [
-            (info(PathKind::Dir, 1000, 0o1777), "mode 1777"),
-            (info(PathKind::Dir, 0, 0o1777), "mode 1777"),
-            (info(PathKind::Dir, 1000, 0o770), "mode 0770"),
-            (info(PathKind::Dir, 1000, 0o702), "mode 0702"),
-            (info(PathKind::Dir, 65534, 0o700), "owned by uid 65534"),
-            (info(PathKind::Other, 1000, 0o700), "not a directory"),
+            (info(PathKind::Dir, 1000, 0o1777), true, "mode 1777"),
+            (info(PathKind::Dir, 0, 0o1777), true, "mode 1777"),
+            (info(PathKind::Dir, 1000, 0o770), true, "mode 0770"),
+            (info(PathKind::Dir, 1000, 0o702), true, "mode 0702"),
+            // writable by others and not sticky: they could rename the next directory
+            (info(PathKind::Dir, 0, 0o777), false, "mode 0777"),
+            (info(PathKind::Dir, 65534, 0o700), true, "owned by uid 65534"),
+            (info(PathKind::Dir, 65534, 0o755), false, "owned by uid 65534"),
+            (info(PathKind::Symlink, 1000, 0o777), false, "symbolic link"),
+            (info(PathKind::Symlink, 0, 0o777), true, "symbolic link"),
+            (info(PathKind::Other, 1000, 0o700), true, "not a directory"),
         ];
-        for (i, want) in bad {
-            let p = socket_dir_problem(&i, 1000).unwrap_or_else(|| panic!("{i:?} passed"));
+        for (i, last, want) in bad {
+            let p = path_dir_problem(&i, last, 1000)
+                .unwrap_or_else(|| panic!("{i:?} last={last} passed"));
             assert!(p.contains(want), "{i:?}: {p}");
         }
+    }
+
+    #[test]
+    fn paths_are_made_absolute_and_dot_dot_resolved_as_text() {
+        assert_eq!(
+            normalise(Path::new("/tmp/../tmp/./rotagate-1/x.sock")).unwrap(),
+            Path::new("/tmp/rotagate-1/x.sock")
+        );
+        assert_eq!(normalise(Path::new("/../a")).unwrap(), Path::new("/a"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(normalise(Path::new("up.sock")).unwrap(), cwd.join("up.sock"));
+    }
+
+    /// Red team (third round): a symlink anywhere on the path could be re-pointed
+    /// between the check and the use, to another instance's directory or a shared one:
+    /// refused wherever it is, and nothing is made or connected to through it.
+    #[tokio::test]
+    async fn a_symlinked_directory_on_the_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let other = UpgradeSocket::bind(&real.join("up.sock")).await.unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let through = link.join("up.sock");
+        let e = UpgradeSocket::bind(&through).await.unwrap_err();
+        assert!(e.contains("symbolic link") && e.contains("link"), "{e}");
+        let e = UpgradeSocket::replace(&through).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = take_over(&through, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        // and deeper: a symlinked directory above the socket's directory
+        std::fs::create_dir(real.join("sub")).unwrap();
+        let e = UpgradeSocket::bind(&link.join("sub").join("x.sock"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!real.join("sub/x.sock").exists());
+        // the other instance's socket is untouched
+        let meta = std::fs::symlink_metadata(real.join("up.sock")).unwrap();
+        assert_eq!(PathInfo::from(&meta).kind, PathKind::Socket);
+        other.remove();
     }
 
     /// Red team R1/R4: in a directory others can write to (a shared `/tmp`-like one),

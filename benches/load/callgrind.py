@@ -136,7 +136,7 @@ def measure(cmd, port, requests, header, work, name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="pingora-1,rotagate-1,verify-1", help="comma-separated: pingora-1, rotagate-1, verify-1, remint-1")
+    ap.add_argument("--only", default="pingora-1,rotagate-1,verify-1", help="comma-separated: pingora-1, rotagate-1, log-1 (default access log on), verify-1, remint-1")
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--top", type=int, default=0, help="also print the N costliest functions (self) per request")
     ap.add_argument("--keep", metavar="DIR", help="keep the callgrind output files in DIR (for callgrind_annotate)")
@@ -166,10 +166,10 @@ def main():
                 if key == "pingora-1":
                     cmd = [bare, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up_port}", "--threads", "1"]
                 else:
-                    session = {"rotagate-1": None, "verify-1": "verify", "remint-1": "remint"}[key]
+                    session = {"rotagate-1": None, "log-1": None, "verify-1": "verify", "remint-1": "remint"}[key]
                     path = os.path.join(work, f"{key}.toml")
                     with open(path, "w") as f:
-                        f.write(run.rotagate_config(env, port, 1, session))
+                        f.write(run.rotagate_config(env, port, 1, session, access_log=key == "log-1"))
                     cmd = [rotagate, "run", "--no-watch", "-c", path]
                     header = f"Cookie: session={token}" if session else None
                 total, funcs = measure(cmd, port, args.requests, header, work, key)

@@ -838,6 +838,22 @@ mod tests {
         assert_eq!(normalise(Path::new("up.sock")).unwrap(), cwd.join("up.sock"));
     }
 
+    /// Listening, replacing and taking over at `path` all fail, naming the path and
+    /// `want`.
+    async fn refused_every_way(path: &Path, want: &str) {
+        let name = path.display().to_string();
+        let errors = [
+            UpgradeSocket::bind(path).await.unwrap_err(),
+            UpgradeSocket::replace(path).unwrap_err(),
+            take_over(path, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.contains(want) && e.contains(&name), "{want}: {e}");
+        }
+    }
+
     /// Red team (third round): a symlink anywhere on the path could be re-pointed
     /// between the check and the use, to another instance's directory or a shared one:
     /// refused wherever it is, and nothing is made or connected to through it.
@@ -849,15 +865,7 @@ mod tests {
         let other = UpgradeSocket::bind(&real.join("up.sock")).await.unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let through = link.join("up.sock");
-        let e = UpgradeSocket::bind(&through).await.unwrap_err();
-        assert!(e.contains("symbolic link") && e.contains("link"), "{e}");
-        let e = UpgradeSocket::replace(&through).unwrap_err();
-        assert!(e.contains("symbolic link"), "{e}");
-        let e = take_over(&through, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap_err();
-        assert!(e.contains("symbolic link"), "{e}");
+        refused_every_way(&link.join("up.sock"), "symbolic link").await;
         // and deeper: a symlinked directory above the socket's directory
         std::fs::create_dir(real.join("sub")).unwrap();
         let e = UpgradeSocket::bind(&link.join("sub").join("x.sock"))
@@ -882,14 +890,7 @@ mod tests {
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let path = shared.join("up.sock");
-        let e = UpgradeSocket::bind(&path).await.unwrap_err();
-        assert!(e.contains("mode 1777") && e.contains("shared"), "{e}");
-        let e = UpgradeSocket::replace(&path).unwrap_err();
-        assert!(e.contains("mode 1777"), "{e}");
-        let e = take_over(&path, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap_err();
-        assert!(e.contains("mode 1777"), "{e}");
+        refused_every_way(&path, "mode 1777").await;
         assert!(!path.exists());
         // spelt another way, the same directory
         let odd = shared.join("..").join("shared").join("up.sock");

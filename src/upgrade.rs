@@ -43,6 +43,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::config::{default_upgrade_dir, default_upgrade_socket};
 use crate::listeners::{self, Handover, Listeners};
 
+/// The longest upgrade socket path, in bytes (`sun_path` holds 108 with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 /// The most listening sockets one handover carries.
 pub const MAX_SOCKETS: usize = 8;
 /// What the successor writes first: it wants the sockets.
@@ -130,11 +132,26 @@ impl UpgradeSocket {
     /// is the one to upgrade, with `--upgrade`.
     pub async fn bind(path: &Path) -> Result<UpgradeSocket, String> {
         let path = &vet(path)?;
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(format!(
-                "the upgrade socket {} is in use by a running rotagate (start this one with `--upgrade` to take over from it, or give it its own `listen.upgrade_socket`)",
-                path.display()
-            ));
+        match UnixStream::connect(path).await {
+            Ok(_) => {
+                return Err(format!(
+                    "the upgrade socket {} is in use by a running rotagate (start this one with `--upgrade` to take over from it, or give it its own `listen.upgrade_socket`)",
+                    path.display()
+                ))
+            }
+            // nobody listens (a file left by a killed process) or no file: ours to make
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) => {}
+            // anything else is no proof the socket is stale: leave it
+            Err(e) => {
+                return Err(format!(
+                    "cannot tell whether the upgrade socket {} is in use: {e}",
+                    path.display()
+                ))
+            }
         }
         Self::replace(path)
     }
@@ -570,6 +587,16 @@ pub fn socket_file_problem(info: &PathInfo, euid: u32) -> Option<String> {
 pub fn vet(path: &Path) -> Result<PathBuf, String> {
     let euid = rustix::process::geteuid().as_raw();
     let path = normalise(path)?;
+    // checked again here, made absolute: a relative path the config accepted can be
+    // longer, and a path that cannot be connected to must be refused before `replace`
+    // unlinks anything
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "refused: the upgrade socket {} is {} bytes long, at most {MAX_SOCKET_PATH} (the limit of a Unix socket address)",
+            path.display(),
+            path.as_os_str().len()
+        ));
+    }
     if path == default_upgrade_socket() {
         let dir = default_upgrade_dir();
         use std::os::unix::fs::DirBuilderExt;
@@ -928,6 +955,11 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+
+        // too long once absolute: refused before anything is unlinked
+        let deep = dir.path().join("d".repeat(MAX_SOCKET_PATH));
+        let e = UpgradeSocket::bind(&deep.join("up.sock")).await.unwrap_err();
+        assert!(e.contains("bytes long"), "{e}");
 
         let file = dir.path().join("notes.txt");
         std::fs::write(&file, "keep me").unwrap();

@@ -122,7 +122,11 @@ pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderNa
             "upgrade" => upgrade = true,
             // the fixed list, as one match on the name: a lookup per listed name (and
             // parsing the names) showed in profiles
-            "keep-alive" | "proxy-connection" | "te" | "trailer" | "proxy-authorization"
+            "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "proxy-authorization"
             | "proxy-authenticate" => out.push(name.clone()),
             _ => {}
         }
@@ -920,7 +924,7 @@ mod tests {
             f,
             Forwarded {
                 for_: "10.1.2.3".into(),
-                proto: "http".into(),
+                proto: "http",
                 host: Some("app.test:8080".into())
             }
         );

@@ -40,11 +40,9 @@ use rustix::net::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::config::{default_upgrade_dir, default_upgrade_socket};
+use crate::config::{default_upgrade_dir, default_upgrade_socket, MAX_UNIX_SOCKET_PATH};
 use crate::listeners::{self, Handover, Listeners};
 
-/// The longest upgrade socket path, in bytes (`sun_path` holds 108 with its NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
 /// The most listening sockets one handover carries.
 pub const MAX_SOCKETS: usize = 8;
 /// What the successor writes first: it wants the sockets.
@@ -153,21 +151,25 @@ impl UpgradeSocket {
                 ))
             }
         }
-        Self::replace(path)
+        Self::listen_at(path)
     }
 
     /// Listens at `path`, replacing whatever socket file is there: the successor takes
     /// the upgrade socket over from the process it took the listeners from.
     pub fn replace(path: &Path) -> Result<UpgradeSocket, String> {
+        // never unlink (or listen through) a symlink or another user's file
+        Self::listen_at(&vet(path)?)
+    }
+
+    /// Replaces whatever socket file is at `path`, which [`vet`] returned: from here on
+    /// the path is one nobody else can change.
+    fn listen_at(path: &Path) -> Result<UpgradeSocket, String> {
         let what = |e: io::Error| {
             format!(
                 "cannot listen on the upgrade socket {}: {e}",
                 path.display()
             )
         };
-        // never unlink (or listen through) a symlink or another user's file; from here
-        // on the path is one nobody else can change (see `vet`)
-        let path = &vet(path)?;
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -590,9 +592,9 @@ pub fn vet(path: &Path) -> Result<PathBuf, String> {
     // checked again here, made absolute: a relative path the config accepted can be
     // longer, and a path that cannot be connected to must be refused before `replace`
     // unlinks anything
-    if path.as_os_str().len() > MAX_SOCKET_PATH {
+    if path.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
         return Err(format!(
-            "refused: the upgrade socket {} is {} bytes long, at most {MAX_SOCKET_PATH} (the limit of a Unix socket address)",
+            "refused: the upgrade socket {} is {} bytes long, at most {MAX_UNIX_SOCKET_PATH} (the limit of a Unix socket address)",
             path.display(),
             path.as_os_str().len()
         ));
@@ -832,7 +834,11 @@ mod tests {
             // /tmp above the socket's directory: sticky, so our entry in it stays ours
             (info(PathKind::Dir, 0, 0o1777), false),
         ] {
-            assert_eq!(path_dir_problem(&ok, last, 1000), None, "{ok:?} last={last}");
+            assert_eq!(
+                path_dir_problem(&ok, last, 1000),
+                None,
+                "{ok:?} last={last}"
+            );
         }
         let bad = [
             (info(PathKind::Dir, 1000, 0o1777), true, "mode 1777"),
@@ -841,8 +847,16 @@ mod tests {
             (info(PathKind::Dir, 1000, 0o702), true, "mode 0702"),
             // writable by others and not sticky: they could rename the next directory
             (info(PathKind::Dir, 0, 0o777), false, "mode 0777"),
-            (info(PathKind::Dir, 65534, 0o700), true, "owned by uid 65534"),
-            (info(PathKind::Dir, 65534, 0o755), false, "owned by uid 65534"),
+            (
+                info(PathKind::Dir, 65534, 0o700),
+                true,
+                "owned by uid 65534",
+            ),
+            (
+                info(PathKind::Dir, 65534, 0o755),
+                false,
+                "owned by uid 65534",
+            ),
             (info(PathKind::Symlink, 1000, 0o777), false, "symbolic link"),
             (info(PathKind::Symlink, 0, 0o777), true, "symbolic link"),
             (info(PathKind::Other, 1000, 0o700), true, "not a directory"),
@@ -862,7 +876,10 @@ mod tests {
         );
         assert_eq!(normalise(Path::new("/../a")).unwrap(), Path::new("/a"));
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(normalise(Path::new("up.sock")).unwrap(), cwd.join("up.sock"));
+        assert_eq!(
+            normalise(Path::new("up.sock")).unwrap(),
+            cwd.join("up.sock")
+        );
     }
 
     /// Listening, replacing and taking over at `path` all fail, naming the path and
@@ -957,8 +974,10 @@ mod tests {
             .is_symlink());
 
         // too long once absolute: refused before anything is unlinked
-        let deep = dir.path().join("d".repeat(MAX_SOCKET_PATH));
-        let e = UpgradeSocket::bind(&deep.join("up.sock")).await.unwrap_err();
+        let deep = dir.path().join("d".repeat(MAX_UNIX_SOCKET_PATH));
+        let e = UpgradeSocket::bind(&deep.join("up.sock"))
+            .await
+            .unwrap_err();
         assert!(e.contains("bytes long"), "{e}");
 
         let file = dir.path().join("notes.txt");

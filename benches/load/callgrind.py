@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--rotagate-bin")
     ap.add_argument("--bare-bin")
     args = ap.parse_args()
-    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+    for tool in ("valgrind", "callgrind_control"):
         if not run.which(tool):
             sys.exit(f"{tool} is missing: scripts/setup.sh --bench installs valgrind")
     keys = [k for k in args.only.split(",") if k]

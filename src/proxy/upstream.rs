@@ -81,7 +81,10 @@ impl Proxy {
                 .map(|o| (o, listen.allowed_hosts.as_slice())),
         );
         up.insert_header("x-forwarded-for", fwd.for_)?;
-        up.insert_header("x-forwarded-proto", http::HeaderValue::from_static(fwd.proto))?;
+        up.insert_header(
+            "x-forwarded-proto",
+            http::HeaderValue::from_static(fwd.proto),
+        )?;
         match fwd.host {
             Some(h) => up.insert_header("x-forwarded-host", h)?,
             None => {

@@ -305,7 +305,18 @@ def rotagate_config(env, port, threads, session=None, access_log=False, extra=""
     return text
 
 
-def start_rotagate(threads, session=None, access_log=False, baseline=False):
+def log_file(env, name):
+    """The file a rotagate target's stderr (its log) goes to: not in the directory of
+    its config, which rotagate watches for changes, so a log line written is not also an
+    inotify event for the watcher thread (as a log shipper's pipe would not be)."""
+    d = os.path.join(env.work, "logs")
+    os.makedirs(d, exist_ok=True)
+    return open(os.path.join(d, f"{name}.log"), "w")
+
+
+def start_rotagate(threads, session=None, access_log=False, baseline=False, log_to_file=False):
+    """`log_to_file`: stderr into a file (ext4 here) instead of a pipe drained by a
+    reader, as a container runtime or a log shipper reads it (the default)."""
     def start(env, port, name):
         path = os.path.join(env.work, f"{name}.toml")
         with open(path, "w") as f:
@@ -314,10 +325,16 @@ def start_rotagate(threads, session=None, access_log=False, baseline=False):
         penv.pop("RUST_LOG", None)  # the default filter: what operators get
         if baseline and not access_log:
             penv["RUST_LOG"] = "warn,pingora_core::connectors=off"  # its way to turn access lines off
-        # stderr (the log) goes to a file, as it would to a log shipper's pipe
-        log = open(os.path.join(env.work, f"{name}.log"), "w")
         binary = env.baseline if baseline else env.rotagate
-        return subprocess.Popen([binary, "run", "-c", path], stdout=subprocess.DEVNULL, stderr=log, env=penv)
+        cmd = [binary, "run", "-c", path]
+        if log_to_file or not access_log:
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file(env, name), env=penv)
+        # the log into a pipe, drained by a reader outside the proxy's process tree
+        # (its CPU is the shipper's); the reader ends when the proxy closes the pipe
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=penv)
+        subprocess.Popen(["cat"], stdin=p.stderr, stdout=subprocess.DEVNULL)
+        p.stderr.close()
+        return p
 
     return start
 
@@ -378,7 +395,7 @@ def start_vault(threads, store="memory"):
         penv = dict(os.environ)
         penv.pop("RUST_LOG", None)
         return subprocess.Popen([env.rotagate, "run", "-c", path], stdout=subprocess.DEVNULL,
-                                stderr=open(os.path.join(env.work, f"{name}.log"), "w"), env=penv)
+                                stderr=log_file(env, name), env=penv)
 
     return start
 
@@ -403,6 +420,7 @@ TARGETS = [
     Target("verify-1", "rotagate HS256 verify every request, 1 thread", start_rotagate(1, "verify"), session="verify", smoke=True),
     Target("remint-1", "rotagate HS256 re-mint every request, 1 thread", start_rotagate(1, "remint"), session="remint", smoke=True),
     Target("log-1", "rotagate pass-through + default access log, 1 thread", start_rotagate(1, access_log=True)),
+    Target("logfile-1", "the same, the log into a file (ext4)", start_rotagate(1, access_log=True, log_to_file=True)),
     Target("vault-1", "rotagate vault session (memory store), 1 thread", start_vault(1), smoke=True, prepare=vault_handle),
     Target("vault-embedded-1", "rotagate vault session (embedded store), 1 thread", start_vault(1, "embedded"), prepare=vault_handle),
     Target("vault-redis-1", "rotagate vault session (Redis store), 1 thread", start_vault(1, "redis"), needs="redis-server", prepare=vault_handle),

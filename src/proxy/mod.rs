@@ -399,16 +399,14 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         let session = ctx.session.as_ref().map_or("-", |d| d.outcome.as_str());
-        tracing::info!(
-            target: "rotagate::access",
-            method = %req.method,
-            path = %ctx.log_path,
-            route = %route,
+        crate::logging::access(
+            &req.method,
+            &ctx.log_path,
+            route,
             status,
             session,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            error = e.map(|e| e.etype().as_str()),
-            "request"
+            elapsed,
+            e.map(|e| e.etype().as_str()),
         );
     }
 }

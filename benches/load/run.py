@@ -63,7 +63,12 @@ def wait_port(port, proc, what):
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"{what} exited early with {proc.returncode}")
+            # the work directory goes with the run: show what the process said first
+            tail = ""
+            if getattr(proc, "log_path", None) and os.path.exists(proc.log_path):
+                with open(proc.log_path, errors="replace") as f:
+                    tail = "".join(f.readlines()[-20:])
+            sys.exit(f"{what} exited early with {proc.returncode}\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -305,13 +310,21 @@ def rotagate_config(env, port, threads, session=None, access_log=False, extra=""
     return text
 
 
-def log_file(env, name):
-    """The file a rotagate target's stderr (its log) goes to: not in the directory of
-    its config, which rotagate watches for changes, so a log line written is not also an
+def log_path(env, name):
+    """Where a rotagate target's stderr (its log) goes: not in the directory of its
+    config, which rotagate watches for changes, so a log line written is not also an
     inotify event for the watcher thread (as a log shipper's pipe would not be)."""
     d = os.path.join(env.work, "logs")
     os.makedirs(d, exist_ok=True)
-    return open(os.path.join(d, f"{name}.log"), "w")
+    return os.path.join(d, f"{name}.log")
+
+
+def logged(cmd, env, name, penv):
+    """`cmd` started with its stderr into `log_path` (shown if it exits at start)."""
+    path = log_path(env, name)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(path, "w"), env=penv)
+    p.log_path = path
+    return p
 
 
 def start_rotagate(threads, session=None, access_log=False, baseline=False, log_to_file=False):
@@ -328,7 +341,7 @@ def start_rotagate(threads, session=None, access_log=False, baseline=False, log_
         binary = env.baseline if baseline else env.rotagate
         cmd = [binary, "run", "-c", path]
         if log_to_file or not access_log:
-            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file(env, name), env=penv)
+            return logged(cmd, env, name, penv)
         # the log into a pipe, drained by a reader outside the proxy's process tree
         # (its CPU is the shipper's); the reader ends when the proxy closes the pipe
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=penv)
@@ -394,8 +407,7 @@ def start_vault(threads, store="memory"):
                     + '[[route]]\nname = "app"\nmatch = "/:path*"\n')
         penv = dict(os.environ)
         penv.pop("RUST_LOG", None)
-        return subprocess.Popen([env.rotagate, "run", "-c", path], stdout=subprocess.DEVNULL,
-                                stderr=log_file(env, name), env=penv)
+        return logged([env.rotagate, "run", "-c", path], env, name, penv)
 
     return start
 

@@ -83,7 +83,7 @@ thread_local! {
 /// Writes `event` as tracing-subscriber's `form` writes it at time `now`, without span
 /// context or colour. `Ok(false)` (nothing written): a time the fast path does not
 /// spell (before 1970, after 9999), left to the general formatter.
-pub fn write_line<W: Write>(
+fn write_line<W: Write>(
     form: Form,
     now: SystemTime,
     w: &mut W,
@@ -147,11 +147,18 @@ struct CompactFields<'w, W> {
 }
 
 impl<W: Write> CompactFields<'_, W> {
-    /// The separator and, for other fields than `message`, `name=`.
-    fn start(&mut self, field: &Field) -> fmt::Result {
-        if !std::mem::take(&mut self.first) {
-            self.w.write_char(' ')?;
+    /// The space before every field but the first.
+    fn separate(&mut self) -> fmt::Result {
+        if std::mem::take(&mut self.first) {
+            Ok(())
+        } else {
+            self.w.write_char(' ')
         }
+    }
+
+    /// The separator and `name=` of a field other than `message`.
+    fn start(&mut self, field: &Field) -> fmt::Result {
+        self.separate()?;
         let name = field.name();
         let name = name.strip_prefix("r#").unwrap_or(name);
         self.w.write_str(name)?;
@@ -159,11 +166,18 @@ impl<W: Write> CompactFields<'_, W> {
     }
 
     fn message(&mut self, value: fmt::Arguments<'_>) -> fmt::Result {
-        if !std::mem::take(&mut self.first) {
-            self.w.write_char(' ')?;
-        }
+        self.separate()?;
         // the wrapped formatter escapes terminal control characters in the message
         write!(Sanitised(self.w), "{value}")
+    }
+
+    /// An integer field, as its `Debug` spells it (decimal).
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        if self.result.is_ok() {
+            self.result = self
+                .start(field)
+                .and_then(|()| self.w.write_str(itoa::Buffer::new().format(value)));
+        }
     }
 }
 
@@ -180,19 +194,11 @@ impl<W: Write> Visit for CompactFields<'_, W> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_ok() {
-            self.result = self
-                .start(field)
-                .and_then(|()| self.w.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_ok() {
-            self.result = self
-                .start(field)
-                .and_then(|()| self.w.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.integer(field, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -352,11 +358,11 @@ impl<W: Write> Write for JsonEscaped<'_, W> {
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC, as tracing-subscriber's `SystemTime` timer
 /// spells it for years 1970 to 9999.
-pub struct Timestamp([u8; 27]);
+struct Timestamp([u8; 27]);
 
 impl Timestamp {
     /// The timestamp of `t`; `None` before 1970 or after 9999.
-    pub fn of(t: SystemTime) -> Option<Timestamp> {
+    fn of(t: SystemTime) -> Option<Timestamp> {
         let since = t.duration_since(UNIX_EPOCH).ok()?;
         let secs = since.as_secs();
         let (y, m, d) = civil_from_days(secs / 86_400);
@@ -383,7 +389,7 @@ impl Timestamp {
     }
 
     /// The spelled timestamp.
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         // only ASCII digits and separators are ever written into it
         std::str::from_utf8(&self.0).unwrap_or("")
     }

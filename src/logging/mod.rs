@@ -182,7 +182,7 @@ pub fn access(
     error: Option<&str>,
 ) {
     tracing::info!(
-        target: "rotagate::access",
+        target: line::ACCESS_TARGET,
         method = %method,
         path = %path,
         route = %route,
